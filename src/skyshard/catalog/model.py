@@ -1,0 +1,162 @@
+"""What a catalog holds: its tables, their roles and where their data lives.
+
+The roles are Qserv's: a *director* table is partitioned by its own position and has a
+unique key; a *child* table's rows live in the partition of their director row; a
+*replicated* table is small and stored whole. The description is one JSON file,
+``skyshard.json``, at the root of the catalog directory, rewritten atomically.
+
+>>> t = TableInfo(name="Object", kind=TableKind.DIRECTOR, columns=(("objectId", "int64"),),
+...               ra="ra", dec="decl", key="objectId")
+>>> t.is_partitioned
+True
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from skyshard.errors import CatalogError
+from skyshard.storage import layout
+
+FORMAT_VERSION = 1
+MAX_ORDER = 12  # deepest partition order; keeps chunkId within 32 bits
+
+
+class TableKind(str, enum.Enum):
+    DIRECTOR = "director"
+    CHILD = "child"
+    REPLICATED = "replicated"
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One HEALPix pixel of the adaptive tiling, with its row count."""
+
+    order: int
+    pixel: int
+    rows: int = 0
+
+    @property
+    def id(self) -> int:
+        """A single integer naming the partition, exposed to SQL as ``chunkId``: the
+        partition's first pixel at order 12. Partitions of one tiling never overlap,
+        so ids are unique within a table.
+
+        >>> Partition(0, 4).id, Partition(1, 17).id
+        (67108864, 71303168)
+        """
+        return self.pixel << 2 * (MAX_ORDER - self.order)
+
+    @property
+    def range29(self) -> tuple[int, int]:
+        return layout.pixel_range29(self.order, self.pixel)
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """A table as the planner sees it.
+
+    ``columns`` are ``(name, arrow type string)`` pairs in table order, without the
+    hidden ``_healpix_29`` column. ``path`` is relative to the catalog root unless
+    absolute (a HATS catalog served in place).
+    """
+
+    name: str
+    kind: TableKind
+    columns: tuple[tuple[str, str], ...]
+    ra: str | None = None
+    dec: str | None = None
+    key: str | None = None
+    director: str | None = None
+    director_key: str | None = None
+    path: str = ""
+    margin_path: str | None = None
+    margin_arcsec: float | None = None
+    index_path: str | None = None
+    partitions: tuple[Partition, ...] = ()
+    orphan_rows: int = 0
+    rows: int = 0
+
+    @property
+    def is_partitioned(self) -> bool:
+        return self.kind is not TableKind.REPLICATED
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c for c, _ in self.columns)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["kind"] = self.kind.value
+        d["columns"] = [list(c) for c in self.columns]
+        d["partitions"] = [[p.order, p.pixel, p.rows] for p in self.partitions]
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> TableInfo:
+        d = dict(d)
+        d["kind"] = TableKind(d["kind"])
+        d["columns"] = tuple(tuple(c) for c in d["columns"])
+        d["partitions"] = tuple(Partition(*p) for p in d.get("partitions", ()))
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class CatalogMeta:
+    """The whole catalog description: a name and its tables by name."""
+
+    name: str
+    tables: dict[str, TableInfo] = field(default_factory=dict)
+
+    def table(self, name: str) -> TableInfo:
+        for t in self.tables.values():
+            if t.name.lower() == name.lower():
+                return t
+        known = ", ".join(sorted(self.tables)) or "none"
+        raise CatalogError(f"no table {name!r} in catalog {self.name!r} (tables: {known})")
+
+    def with_table(self, info: TableInfo) -> CatalogMeta:
+        tables = dict(self.tables)
+        tables[info.name] = info
+        return replace(self, tables=tables)
+
+    def to_json(self) -> dict:
+        return {
+            "format": FORMAT_VERSION,
+            "name": self.name,
+            "tables": {n: t.to_json() for n, t in sorted(self.tables.items())},
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> CatalogMeta:
+        if d.get("format") != FORMAT_VERSION:
+            raise CatalogError(f"unsupported catalog format {d.get('format')!r}")
+        return cls(d["name"], {n: TableInfo.from_json(t) for n, t in d["tables"].items()})
+
+
+def load(root: str | os.PathLike) -> CatalogMeta:
+    """Read ``skyshard.json`` from a catalog directory."""
+    path = Path(root) / layout.CATALOG_META
+    if not path.exists():
+        raise CatalogError(f"{root}: not a skyshard catalog (no {layout.CATALOG_META})")
+    try:
+        return CatalogMeta.from_json(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CatalogError(f"{path}: malformed catalog description: {exc}") from exc
+
+
+def save(root: str | os.PathLike, meta: CatalogMeta) -> None:
+    """Write ``skyshard.json`` atomically (write a temporary file, fsync, rename)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=root, prefix=".skyshard.", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(meta.to_json(), f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, root / layout.CATALOG_META)

@@ -1,0 +1,100 @@
+"""The query engine's DuckDB: one locked-down database per catalog per process.
+
+Lock-down order matters (DuckDB refuses the first two settings once external access is
+off): allow only the catalog's directories, turn external access off, lock the
+configuration. Then user SQL cannot read other files, reach the network, install or load
+extensions, or change a setting; each query gets a cursor (cheap) on the shared database
+(a new database costs ~33 ms).
+
+>>> import tempfile
+>>> eng = Engine([tempfile.gettempdir()])
+>>> eng.query("SELECT scisql_angSep(0, 0, 0, 1) AS d").column("d").to_pylist()
+[1.0]
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+
+import duckdb
+import pyarrow as pa
+
+from skyshard.errors import ForbiddenQueryError, QueryLimitError, SqlError
+
+_LOCKDOWN_TEMPLATE = (
+    "SET allowed_directories=[{dirs}]",
+    "SET enable_external_access=false",
+    "SET lock_configuration=true",
+)
+
+
+class Engine:
+    """A DuckDB database that can only read below ``data_dirs``."""
+
+    def __init__(self, data_dirs: Sequence[str | os.PathLike], *, threads: int | None = None,
+                 memory_limit: str | None = None) -> None:
+        config = {
+            "autoload_known_extensions": False,
+            "autoinstall_known_extensions": False,
+            "allow_community_extensions": False,
+        }
+        if threads:
+            config["threads"] = threads
+        if memory_limit:
+            config["memory_limit"] = memory_limit
+        self._db = duckdb.connect(config=config)
+        from skyshard.engine.macros import install
+
+        install(self._db)
+        dirs = ", ".join(_quote(os.path.join(os.path.abspath(d), "")) for d in data_dirs)
+        for stmt in _LOCKDOWN_TEMPLATE:
+            self._db.execute(stmt.format(dirs=dirs))
+        self._lock = threading.Lock()
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        with self._lock:
+            return self._db.cursor()
+
+    def query(self, sql: str, *, max_rows: int | None = None,
+              tables: dict[str, pa.Table] | None = None) -> pa.Table:
+        """Run one statement the planner built; Arrow table out.
+
+        ``tables`` are Arrow tables visible by name to this statement only (partial
+        results for a merge).
+        """
+        cur = self.cursor()
+        try:
+            for name, t in (tables or {}).items():
+                cur.register(name, t)
+            rel = cur.sql(sql)
+            if rel is None:
+                raise ForbiddenQueryError("only SELECT statements are run")
+            if max_rows is not None:
+                reader = rel.to_arrow_reader(65_536)
+                batches, n = [], 0
+                for b in reader:
+                    n += b.num_rows
+                    if n > max_rows:
+                        raise QueryLimitError(f"result exceeds the limit of {max_rows} rows")
+                    batches.append(b)
+                return pa.Table.from_batches(batches, schema=reader.schema)
+            return rel.to_arrow_table()
+        except duckdb.PermissionException as exc:
+            raise ForbiddenQueryError(f"not allowed: {_first_line(exc)}") from exc
+        except (duckdb.BinderException, duckdb.CatalogException, duckdb.ParserException,
+                duckdb.ConversionException, duckdb.InvalidInputException,
+                duckdb.OutOfRangeException, duckdb.NotImplementedException) as exc:
+            raise SqlError(_first_line(exc)) from exc
+        finally:
+            cur.close()
+
+
+def _quote(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
