@@ -2,10 +2,11 @@
 
 The rules run in this order, each a function of the same name below::
 
-    RULES = (bind_tables, expand_stars, rewrite_areaspec, rewrite_polygons, find_restrictors,
-             check_joins)
+    RULES = (bind_tables, check_columns, expand_stars, rewrite_areaspec, rewrite_polygons,
+             find_restrictors, check_joins)
 
-``bind_tables`` resolves every table against the catalog; ``expand_stars`` lists the
+``bind_tables`` resolves every table against the catalog; ``check_columns`` names an
+unknown column with its line and column; ``expand_stars`` lists the
 columns behind ``*`` (never the hidden ``_healpix_29``); ``rewrite_areaspec`` turns
 ``qserv_areaspec_*`` into exact per-row predicates on every partitioned table with a
 position; ``find_restrictors`` collects what chooses partitions (regions and director
@@ -96,10 +97,11 @@ def bind_tables(a: Analysis) -> None:
         try:
             info = a.catalog.table(table.name)
         except Exception:
+            line, column = _position(table.this)
             raise UnknownNameError(
                 f"no table {table.name!r} in catalog {a.catalog.name!r} "
                 f"(tables: {', '.join(sorted(a.catalog.tables)) or 'none'})",
-                sql=a.sql) from None
+                line=line, column=column, sql=a.sql) from None
         a.refs.append(TableRef(table.alias_or_name, info, table, id(table) in outer_tables))
     for col in a.tree.find_all(exp.Column):
         for part in ("db", "catalog"):
@@ -258,8 +260,49 @@ def check_joins(a: Analysis) -> None:
             sql=a.sql)
 
 
+def check_columns(a: Analysis) -> None:
+    """Every column of the outermost SELECT names a column of its tables (or an output
+    alias); otherwise say which, where, and what exists."""
+    outer = _outer_select(a.tree)
+    if outer is None:
+        return
+    aliases = {e.alias.lower() for e in outer.expressions if isinstance(e, exp.Alias)}
+    refs = a.outer_refs
+    subquery_names = {s.alias_or_name.lower() for s in outer.find_all(exp.Subquery)
+                      if s.find_ancestor(exp.Select) is outer}
+    for col in outer.find_all(exp.Column):
+        if isinstance(col.this, exp.Star) or col.find_ancestor(exp.Select) is not outer:
+            continue
+        name = col.name.lower()
+        line, column = _position(col)
+        if col.table:
+            if col.table.lower() in subquery_names:
+                continue
+            try:
+                ref = a.ref(col.table)
+            except KeyError:
+                raise UnknownNameError(f"no table or alias {col.table!r} in FROM", line=line,
+                                       column=column, sql=a.sql) from None
+            if name not in (c.lower() for c in ref.info.column_names):
+                raise UnknownNameError(
+                    f"no column {col.name!r} in table {ref.info.name}", line=line, column=column,
+                    sql=a.sql)
+        elif not subquery_names and name not in aliases and not any(
+                name in (c.lower() for c in r.info.column_names) for r in refs):
+            tables = ", ".join(r.info.name for r in refs) or "the FROM clause"
+            raise UnknownNameError(f"no column {col.name!r} in {tables}", line=line, column=column,
+                                   sql=a.sql)
+
+
+def _position(node: exp.Expression) -> tuple[int | None, int | None]:
+    ident = node.this if isinstance(node, exp.Column) else node
+    meta = getattr(ident, "meta", None) or {}
+    return meta.get("line"), meta.get("col")
+
+
 RULES: tuple[Rule, ...] = (
-    bind_tables, expand_stars, rewrite_areaspec, rewrite_polygons, find_restrictors, check_joins,
+    bind_tables, check_columns, expand_stars, rewrite_areaspec, rewrite_polygons,
+    find_restrictors, check_joins,
 )
 
 
@@ -487,15 +530,10 @@ def _key_links(a: Analysis, refs: list[TableRef]) -> list[tuple[str, str]]:
     where = outer.args.get("where")
     if where is not None:
         eqs += [t for t in _conjuncts(where.this) if isinstance(t, exp.EQ)]
-    prev: list[TableRef] = []
     tables = _from_tables(outer)
     by_node = {id(r.node): r for r in refs}
-    for j in [None] + list(outer.args.get("joins") or []):
-        if j is None:
-            continue
+    for j in outer.args.get("joins") or []:
         if j.args.get("on") is not None:
-            if (j.args.get("side") or "").upper() in ("LEFT", "RIGHT", "FULL") and False:
-                pass
             eqs += [t for t in _conjuncts(j.args["on"]) if isinstance(t, exp.EQ)]
         using = j.args.get("using") or []
         if using and isinstance(j.this, exp.Table) and id(j.this) in by_node:
@@ -508,7 +546,6 @@ def _key_links(a: Analysis, refs: list[TableRef]) -> list[tuple[str, str]]:
                     kl, kr = _family_key_column(left.info), _family_key_column(right.info)
                     if kl and kr and ident.name.lower() == kl.lower() == kr.lower():
                         links.append((left.alias.lower(), right.alias.lower()))
-    del prev
     for eq in eqs:
         l, r = eq.this, eq.expression
         if isinstance(l, exp.Column) and isinstance(r, exp.Column):
