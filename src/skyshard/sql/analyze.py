@@ -297,7 +297,10 @@ def check_columns(a: Analysis) -> None:
 def _position(node: exp.Expression) -> tuple[int | None, int | None]:
     ident = node.this if isinstance(node, exp.Column) else node
     meta = getattr(ident, "meta", None) or {}
-    return meta.get("line"), meta.get("col")
+    line, end_col = meta.get("line"), meta.get("col")
+    if end_col is not None and meta.get("start") is not None and meta.get("end") is not None:
+        return line, end_col - (meta["end"] - meta["start"])  # sqlglot marks the last character
+    return line, end_col
 
 
 RULES: tuple[Rule, ...] = (
