@@ -76,6 +76,21 @@ CASES = [
     "SELECT kind, n FROM (SELECT kind, COUNT(*) AS n FROM Object GROUP BY kind) t ORDER BY n",
     "SELECT objectId, ROW_NUMBER() OVER (ORDER BY gMag, objectId) AS r FROM Object ORDER BY r LIMIT 5",
     "SELECT COUNT(*) FROM Object WHERE qserv_areaspec_box(10, 80, 20, 90)",
+    # near-neighbour joins: partition-local with margins (r <= 60") or not (r > margin)
+    "SELECT o1.objectId, o2.objectId, scisql_angSep(o1.ra, o1.decl, o2.ra, o2.decl) AS d "
+    "FROM Object o1, Object o2 WHERE qserv_areaspec_box(44, 9, 46, 11) "
+    "AND scisql_angSep(o1.ra, o1.decl, o2.ra, o2.decl) < 0.01 AND o1.objectId <> o2.objectId",
+    "SELECT COUNT(*) FROM Object a, Object b WHERE scisql_angSep(a.ra, a.decl, b.ra, b.decl) < 0.015 "
+    "AND a.objectId < b.objectId",
+    "SELECT COUNT(*) FROM Object a JOIN Object b ON scisql_angSep(a.ra, a.decl, b.ra, b.decl) <= 0.05 "
+    "WHERE a.objectId <> b.objectId AND a.decl > 80",
+    "SELECT v.objectId, v.ra, v.decl FROM Object v, Object o WHERE o.objectId = {oid} "
+    "AND o.objectId != v.objectId AND scisql_angSep(v.ra, v.decl, o.ra, o.decl) < 0.5",
+    "SELECT a.objectId, COUNT(*) FROM Object a, Object b "
+    "WHERE scisql_s2PtInCircle(b.ra, b.decl, a.ra, a.decl, 0.012) = 1 AND a.objectId <> b.objectId "
+    "GROUP BY a.objectId ORDER BY a.objectId",
+    # equality join of partitioned tables on other columns than the key: one statement
+    "SELECT COUNT(*) FROM Object a JOIN Source s ON a.nEpochs = s.filterId WHERE a.objectId = {oid}",
 ]
 
 
@@ -102,6 +117,34 @@ def test_pruning_chooses_few_partitions(sky_db, ids):
     p = sky_db.plan("SELECT * FROM Object o JOIN Source s ON o.objectId = s.objectId "
                     f"WHERE s.objectId = {ids['oid']}")
     assert len(p.partitions) == 1
+
+
+def test_cross_product_refused(sky_db):
+    from skyshard.errors import UnsupportedQueryError
+
+    with pytest.raises(UnsupportedQueryError, match="cross product") as info:
+        sky_db.sql("SELECT COUNT(*) FROM Object a, Source b WHERE a.gMag < 20")
+    assert "scisql_angSep" in str(info.value)
+
+
+def test_near_neighbour_is_partition_local(sky_db):
+    p = sky_db.plan("SELECT COUNT(*) FROM Object a, Object b "
+                    "WHERE scisql_angSep(a.ra, a.decl, b.ra, b.decl) < 0.01")
+    assert [n.local for n in p.analysis.joins.near] == [True]
+    assert p.split is not None
+    assert "_skyshard_part" in p.single_sql() and "_60arcs" in p.single_sql()
+    p = sky_db.plan("SELECT COUNT(*) FROM Object a, Object b "
+                    "WHERE scisql_angSep(a.ra, a.decl, b.ra, b.decl) < 0.1")
+    assert [n.local for n in p.analysis.joins.near] == [False]
+
+
+def test_chunk_id_names_the_partition(sky_db):
+    info = sky_db.tables["Object"]
+    got = sky_db.sql("SELECT chunkId, COUNT(*) AS n FROM Object GROUP BY chunkId").to_pylist()
+    assert {r["chunkId"]: r["n"] for r in got} == {p.id: p.rows for p in info.partitions}
+    one = sky_db.sql("SELECT o.chunkId, COUNT(*) FROM Object o WHERE qserv_areaspec_circle(45, 10, 0.1) "
+                     "GROUP BY 1").num_rows
+    assert one >= 1
 
 
 # --- generated queries ---------------------------------------------------------------------

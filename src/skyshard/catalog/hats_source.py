@@ -68,9 +68,16 @@ def _table(primary: Path, margin: Path | None, index_dir: Path | None) -> TableI
         iprops = hats_files.read_properties(index_dir)
         key = iprops.get("hats_index_column")
         index_path = str(index_dir / layout.DATASET / "index" / "*.parquet")
+    margin_parts: tuple[Partition, ...] = ()
+    margin_arcsec = None
+    if margin is not None:
+        mprops = hats_files.read_properties(margin)
+        margin_arcsec = float(mprops.get("hats_margin_threshold", 0) or 0)
+        margin_parts = tuple(Partition(o, p) for o, p in hats_files.read_partition_info(margin))
     return TableInfo(
         name=name, kind=TableKind.DIRECTOR, columns=columns, ra=ra, dec=dec, key=key,
         path=str(primary), margin_path=str(margin) if margin else None,
+        margin_arcsec=margin_arcsec, margin_partitions=margin_parts,
         index_path=index_path, partitions=parts, rows=sum(counts.values()),
     )
 

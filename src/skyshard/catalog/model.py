@@ -77,6 +77,7 @@ class TableInfo:
     path: str = ""
     margin_path: str | None = None
     margin_arcsec: float | None = None
+    margin_partitions: tuple[Partition, ...] = ()
     index_path: str | None = None
     partitions: tuple[Partition, ...] = ()
     orphan_rows: int = 0
@@ -95,6 +96,7 @@ class TableInfo:
         d["kind"] = self.kind.value
         d["columns"] = [list(c) for c in self.columns]
         d["partitions"] = [[p.order, p.pixel, p.rows] for p in self.partitions]
+        d["margin_partitions"] = [[p.order, p.pixel, p.rows] for p in self.margin_partitions]
         return d
 
     @classmethod
@@ -103,6 +105,7 @@ class TableInfo:
         d["kind"] = TableKind(d["kind"])
         d["columns"] = tuple(tuple(c) for c in d["columns"])
         d["partitions"] = tuple(Partition(*p) for p in d.get("partitions", ()))
+        d["margin_partitions"] = tuple(Partition(*p) for p in d.get("margin_partitions", ()))
         return cls(**d)
 
 

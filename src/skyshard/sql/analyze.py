@@ -3,15 +3,15 @@
 The rules run in this order, each a function of the same name below::
 
     RULES = (bind_tables, check_columns, expand_stars, rewrite_areaspec, rewrite_polygons,
-             find_restrictors, check_joins)
+             find_restrictors, classify_joins)
 
 ``bind_tables`` resolves every table against the catalog; ``check_columns`` names an
 unknown column with its line and column; ``expand_stars`` lists the
 columns behind ``*`` (never the hidden ``_healpix_29``); ``rewrite_areaspec`` turns
 ``qserv_areaspec_*`` into exact per-row predicates on every partitioned table with a
 position; ``find_restrictors`` collects what chooses partitions (regions and director
-keys); ``check_joins`` refuses joins between partitioned tables that are not
-partition-local, saying what would make them so.
+keys); ``classify_joins`` finds how partitioned tables are linked (``joins``) and
+refuses cross products of them, saying what would make them work.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from sqlglot import exp
 from skyshard.catalog.model import CatalogMeta, TableInfo, TableKind
 from skyshard.errors import UnknownNameError, UnsupportedQueryError
 from skyshard.sphere.regions import Box, Circle, Ellipse, Polygon
+from skyshard.sql.joins import JoinGraph
 
 Region = Circle | Box | Ellipse | Polygon
 
@@ -57,6 +58,8 @@ class Analysis:
     refs: list[TableRef] = field(default_factory=list)
     regions: dict[str, list[Region]] = field(default_factory=dict)  # alias -> regions
     keys: dict[str, list[KeyConstraint]] = field(default_factory=dict)  # alias -> keys
+    joins: JoinGraph | None = None
+    pseudo: dict[str, set[str]] = field(default_factory=dict)  # alias -> pseudo-columns used
 
     @property
     def outer_refs(self) -> list[TableRef]:
@@ -226,38 +229,17 @@ def find_restrictors(a: Analysis) -> None:
             a.keys.setdefault(alias, []).append(constraint)
 
 
-def check_joins(a: Analysis) -> None:
-    """Partitioned tables of one query must belong to one family and be joined on its key."""
-    parts = [r for r in a.refs if r.info.is_partitioned]
-    if not parts:
-        return
-    families = {_family(r.info) for r in parts}
-    if len(families) > 1:
-        names = sorted({r.info.name for r in parts})
-        raise UnsupportedQueryError(
-            f"tables {', '.join(names)} are partitioned independently; a join between them "
-            "is not partition-local", construct="join across partitionings", tables=names,
-            sql=a.sql)
-    outer_parts = [r for r in a.outer_refs if r.info.is_partitioned]
-    if len(outer_parts) < 2:
-        return
-    linked = _key_links(a, outer_parts)
-    groups = {r.alias.lower(): {r.alias.lower()} for r in outer_parts}
-    for x, y in linked:
-        merged = groups[x] | groups[y]
-        for n in merged:
-            groups[n] = merged
-    first = groups[outer_parts[0].alias.lower()]
-    if len(first) != len(outer_parts):
-        lonely = [r for r in outer_parts if r.alias.lower() not in first]
-        director = a.catalog.table(next(iter(families)))
-        raise UnsupportedQueryError(
-            f"the join of {outer_parts[0].alias} and {lonely[0].alias} is not partition-local",
-            construct="join of partitioned tables",
-            tables=[r.info.name for r in outer_parts],
-            suggestion=f"join them on the director key ({director.name}.{director.key} = "
-                       "child.<director key>); near-neighbour joins are not supported yet",
-            sql=a.sql)
+def classify_joins(a: Analysis) -> None:
+    """Key, equality and near-neighbour links between partitioned tables (see ``joins``);
+    cross products of partitioned tables are refused there."""
+    from skyshard.sql.joins import classify
+
+    a.joins = classify(a)
+
+
+#: Columns every partitioned table has without storing them: ``chunkId`` is the id of
+#: the partition a row lives in (see ``catalog.model.Partition.id``).
+PSEUDO_COLUMNS = {"chunkid": "chunkId"}
 
 
 def check_columns(a: Analysis) -> None:
@@ -284,11 +266,18 @@ def check_columns(a: Analysis) -> None:
                 raise UnknownNameError(f"no table or alias {col.table!r} in FROM", line=line,
                                        column=column, sql=a.sql) from None
             if name not in (c.lower() for c in ref.info.column_names):
+                if name in PSEUDO_COLUMNS and ref.info.is_partitioned:
+                    a.pseudo.setdefault(ref.alias, set()).add(PSEUDO_COLUMNS[name])
+                    continue
                 raise UnknownNameError(
                     f"no column {col.name!r} in table {ref.info.name}", line=line, column=column,
                     sql=a.sql)
         elif not subquery_names and name not in aliases and not any(
                 name in (c.lower() for c in r.info.column_names) for r in refs):
+            owners = [r for r in refs if r.info.is_partitioned]
+            if name in PSEUDO_COLUMNS and len(owners) == 1:
+                a.pseudo.setdefault(owners[0].alias, set()).add(PSEUDO_COLUMNS[name])
+                continue
             tables = ", ".join(r.info.name for r in refs) or "the FROM clause"
             raise UnknownNameError(f"no column {col.name!r} in {tables}", line=line, column=column,
                                    sql=a.sql)
@@ -305,7 +294,7 @@ def _position(node: exp.Expression) -> tuple[int | None, int | None]:
 
 RULES: tuple[Rule, ...] = (
     bind_tables, check_columns, expand_stars, rewrite_areaspec, rewrite_polygons,
-    find_restrictors, check_joins,
+    find_restrictors, classify_joins,
 )
 
 
@@ -519,42 +508,3 @@ def _key_constraint(a: Analysis, term: exp.Expression) -> tuple[str, KeyConstrai
         if r and lo is not None and hi is not None:
             return r.alias, KeyConstraint(low=lo, high=hi)
     return None
-
-
-def _family(info: TableInfo) -> str:
-    return info.name if info.kind is TableKind.DIRECTOR else (info.director or info.name)
-
-
-def _key_links(a: Analysis, refs: list[TableRef]) -> list[tuple[str, str]]:
-    """Pairs of aliases joined by equality of their family keys (ON, USING or WHERE)."""
-    links = []
-    outer = _outer_select(a.tree)
-    eqs: list[exp.EQ] = []
-    where = outer.args.get("where")
-    if where is not None:
-        eqs += [t for t in _conjuncts(where.this) if isinstance(t, exp.EQ)]
-    tables = _from_tables(outer)
-    by_node = {id(r.node): r for r in refs}
-    for j in outer.args.get("joins") or []:
-        if j.args.get("on") is not None:
-            eqs += [t for t in _conjuncts(j.args["on"]) if isinstance(t, exp.EQ)]
-        using = j.args.get("using") or []
-        if using and isinstance(j.this, exp.Table) and id(j.this) in by_node:
-            right = by_node[id(j.this)]
-            for ident in using:
-                for t in tables:
-                    if t is j.this or id(t) not in by_node:
-                        continue
-                    left = by_node[id(t)]
-                    kl, kr = _family_key_column(left.info), _family_key_column(right.info)
-                    if kl and kr and ident.name.lower() == kl.lower() == kr.lower():
-                        links.append((left.alias.lower(), right.alias.lower()))
-    for eq in eqs:
-        l, r = eq.this, eq.expression
-        if isinstance(l, exp.Column) and isinstance(r, exp.Column):
-            rl, rr = _resolve_column(a, l), _resolve_column(a, r)
-            if rl and rr and rl is not rr and rl.info.is_partitioned and rr.info.is_partitioned:
-                kl, kr = _family_key_column(rl.info), _family_key_column(rr.info)
-                if kl and kr and l.name.lower() == kl.lower() and r.name.lower() == kr.lower():
-                    links.append((rl.alias.lower(), rr.alias.lower()))
-    return links

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from sqlglot import exp
 
-from skyshard.catalog.model import CatalogMeta, Partition, TableInfo, TableKind
+from skyshard.catalog.model import MAX_ORDER, CatalogMeta, Partition, TableInfo, TableKind
 from skyshard.errors import InternalError
 from skyshard.sql.analyze import Analysis, KeyConstraint, analyze
 from skyshard.sql.dialect import QservDialect, to_duckdb
@@ -38,7 +38,8 @@ class QueryPlan:
     sql: str
     analysis: Analysis
     names: list[str] | None
-    partitions: list[Partition] | None  # the family's chosen partitions; None: no partitioned table
+    chosen: dict[str, set[tuple[int, int]]]  # outermost partitioned alias (lower) -> partitions
+    partitions: list[Partition] | None  # the one partition group, for split execution
     split: Split | None
     split_refusal: str | None
     root: Path
@@ -52,8 +53,7 @@ class QueryPlan:
     def single_sql(self) -> str:
         """The whole query over every chosen partition (the caller renames the output
         columns to the user's names by position)."""
-        tree = self.analysis.tree.copy()
-        return self._render(tree, self._chosen(), orphans=True)
+        return self._render(self.analysis.tree.copy(), None, orphans=True)
 
     def parallel_sql(self, fragment: Iterable[tuple[int, int]], *, orphans: bool) -> str:
         assert self.split is not None
@@ -65,12 +65,19 @@ class QueryPlan:
 
     # --- rendering -----------------------------------------------------------------------
 
-    def _chosen(self) -> set[tuple[int, int]]:
-        return {(p.order, p.pixel) for p in self.partitions or ()}
-
-    def _render(self, tree: exp.Expression, chosen: set[tuple[int, int]], *, orphans: bool) -> str:
+    def _render(self, tree: exp.Expression, fragment: set[tuple[int, int]] | None, *,
+                orphans: bool) -> str:
         """Replace each catalog table by a placeholder, render, then splice in the scans
         (rendering file lists through sqlglot would cost more than the query)."""
+        joins = self.analysis.joins
+        local_nn = [n for n in (joins.near if joins else []) if n.local]
+        tagged = {n.left for n in local_nn} | {n.right for n in local_nn}
+        with_margin = {n.right for n in local_nn}
+        if local_nn and isinstance(tree, exp.Select):
+            for n in local_nn:
+                tree.where(exp.EQ(this=exp.column(PART, table=n.left, quoted=True),
+                                  expression=exp.column(PART, table=n.right, quoted=True)),
+                           copy=False)
         sources: dict[str, str] = {}
         for table in list(tree.find_all(exp.Table)):
             try:
@@ -79,88 +86,148 @@ class QueryPlan:
                 continue  # a CTE name
             alias = table.alias_or_name
             outermost = table.find_ancestor(exp.Select) is tree
-            wanted = chosen if outermost else {(p.order, p.pixel) for p in info.partitions}
-            key = f"__skyshard_source_{len(sources)}__"
-            sources[key] = self._source(info, wanted, orphans=orphans or not outermost)
-            table.replace(exp.Table(this=exp.to_identifier(key),
+            key = alias.lower()
+            if outermost and info.is_partitioned:
+                wanted = self.chosen.get(key, set())
+                if fragment is not None:
+                    wanted = wanted & fragment
+            else:
+                wanted = {(p.order, p.pixel) for p in info.partitions}
+            pseudo = self.analysis.pseudo.get(alias, set()) if outermost else set()
+            source = self._source(
+                info, wanted, orphans=orphans or not outermost,
+                margin=outermost and key in with_margin,
+                extra={c: CHUNK_ID_SQL for c in pseudo} | (
+                    {PART: CHUNK_ID_SQL} if outermost and key in tagged else {}))
+            placeholder = f"__skyshard_source_{len(sources)}__"
+            sources[placeholder] = source
+            table.replace(exp.Table(this=exp.to_identifier(placeholder),
                                     alias=exp.TableAlias(this=exp.to_identifier(alias, quoted=True))))
         text = to_duckdb(tree)
-        for key, source in sources.items():
-            if key not in text:
+        for placeholder, source in sources.items():
+            if placeholder not in text:
                 raise InternalError(f"lost a table source while rendering: {text}")
-            text = text.replace(key, source, 1)
+            text = text.replace(placeholder, source, 1)
         return text
 
-    def _source(self, info: TableInfo, wanted: set[tuple[int, int]], *, orphans: bool) -> str:
+    def _source(self, info: TableInfo, wanted: set[tuple[int, int]], *, orphans: bool,
+                margin: bool = False, extra: dict[str, str] | None = None) -> str:
         if info.kind is TableKind.REPLICATED:
             return _scan([str(self._abs(info.path))], hidden=False)
         base = self._abs(info.path)
         files = [layout.partition_path(str(base / layout.DATASET), p.order, p.pixel)
                  for p in info.partitions if (p.order, p.pixel) in wanted]
+        if margin and info.margin_path:
+            mbase = self._abs(info.margin_path)
+            files += [layout.partition_path(str(mbase / layout.DATASET), p.order, p.pixel)
+                      for p in info.margin_partitions if (p.order, p.pixel) in wanted]
         if orphans and info.orphan_rows:
             files.append(str(base.parent / "orphans.parquet"))
         if not files:
             files = [str(base / layout.DATASET / "_common_metadata")]
-        return _scan(files, hidden=True)
+        return _scan(files, hidden=True, extra=extra or {})
 
     def _abs(self, path: str) -> Path:
         p = Path(path)
         return p if p.is_absolute() else self.root / p
 
 
+#: A hidden column tagging each row with its partition (for partition-local joins).
+PART = "_skyshard_part"
+#: The partition id (``Partition.id``) from the path of the file a row comes from.
+CHUNK_ID_SQL = (
+    "(TRY_CAST(regexp_extract(filename, 'Npix=([0-9]+)', 1) AS BIGINT) << "
+    f"(2 * ({MAX_ORDER} - TRY_CAST(regexp_extract(filename, 'Norder=([0-9]+)', 1) AS INTEGER))))"
+)
+
+
 def plan(sql: str, catalog: CatalogMeta, root: Path, key_lookup: KeyLookup) -> QueryPlan:
     tree = parse(sql)
     a = analyze(sql, tree, catalog)
     names = _output_names(a.tree)
-    partitions, considered = _choose_partitions(a, key_lookup)
-    try:
-        s, refusal = split(a.tree), None
-    except NotSplittable as exc:
-        s, refusal = None, exc.reason
-    return QueryPlan(sql=sql, analysis=a, names=names, partitions=partitions, split=s,
+    chosen, group, considered, refusal = _choose_partitions(a, key_lookup)
+    s = None
+    if refusal is None:
+        try:
+            s = split(a.tree)
+        except NotSplittable as exc:
+            refusal = exc.reason
+    return QueryPlan(sql=sql, analysis=a, names=names, chosen=chosen, partitions=group, split=s,
                      split_refusal=refusal, root=root, considered=considered)
 
 
 # --- partition choice ---------------------------------------------------------------------
 
 
-def _choose_partitions(a: Analysis, key_lookup: KeyLookup) -> tuple[list[Partition] | None, int]:
+def _choose_partitions(a: Analysis, key_lookup: KeyLookup):
+    """Partitions per outermost partitioned alias.
+
+    Aliases linked by their family key, or by a partition-local near-neighbour join, read
+    the same partitions: the intersection of what their restrictors allow (the margin
+    side of a near-neighbour join does not prune: its rows may pair with rows of
+    partitions its own restrictor does not cover). Returns ``(chosen, group, considered,
+    split_refusal)`` where ``group`` is the partition list when one group holds every
+    partitioned alias (the split path needs that).
+    """
     from skyshard.sphere import coverage
 
-    parts = [r for r in a.refs if r.info.is_partitioned]
-    if not parts:
-        return None, 0
-    directors = [r.info for r in parts if r.info.kind is TableKind.DIRECTOR]
-    if directors:
-        tiling = list(directors[0].partitions)
-    else:
-        seen: dict[tuple[int, int], Partition] = {}
-        for r in parts:
-            for p in r.info.partitions:
-                seen.setdefault((p.order, p.pixel), p)
-        tiling = sorted(seen.values(), key=lambda p: p.range29[0])
-    considered = len(tiling)
-    keep = [True] * len(tiling)
-    pairs = [(p.order, p.pixel) for p in tiling]
-    for alias, regions in a.regions.items():
-        for region in regions:
-            hit = coverage.overlaps(region, pairs)
-            keep = [k and h for k, h in zip(keep, hit)]
-    for alias, constraints in a.keys.items():
-        ref = a.ref(alias)
-        found = key_lookup(ref.info, constraints)
-        keep = [k and pr in found for k, pr in zip(keep, pairs)]
-    return [p for p, k in zip(tiling, keep) if k], considered
+    refs = [r for r in a.outer_refs if r.info.is_partitioned]
+    if not refs:
+        return {}, None, 0, None
+    own: dict[str, set[tuple[int, int]] | None] = {}
+    for r in refs:
+        pairs = [(p.order, p.pixel) for p in r.info.partitions]
+        allowed: set[tuple[int, int]] | None = None
+        for region in a.regions.get(r.alias, []):
+            hit = {pr for pr, h in zip(pairs, coverage.overlaps(region, pairs)) if h}
+            allowed = hit if allowed is None else allowed & hit
+        if a.keys.get(r.alias):
+            found = key_lookup(r.info, a.keys[r.alias])
+            allowed = found if allowed is None else allowed & found
+        own[r.alias.lower()] = allowed
+    joins = a.joins
+    aliases = [r.alias.lower() for r in refs]
+    groups = joins.groups(aliases) if joins else [{x} for x in aliases]
+    margin_side = {n.right for n in (joins.near if joins else []) if n.local}
+    by_alias = {r.alias.lower(): r for r in refs}
+    chosen: dict[str, set[tuple[int, int]]] = {}
+    considered = 0
+    group_parts: list[Partition] | None = None
+    for g in groups:
+        tiling: dict[tuple[int, int], Partition] = {}
+        for m in g:
+            for p in by_alias[m].info.partitions:
+                tiling.setdefault((p.order, p.pixel), p)
+        allowed = set(tiling)
+        for m in g:
+            if m not in margin_side and own[m] is not None:
+                allowed &= own[m]
+        considered += len(tiling)
+        for m in g:
+            chosen[m] = allowed
+        if len(groups) == 1:
+            group_parts = sorted((tiling[k] for k in allowed), key=lambda p: p.range29[0])
+    refusal = None if len(groups) == 1 else (
+        "tables of different partitionings (or joined on other columns than their key) "
+        "cannot be split into partition-local fragments")
+    return chosen, group_parts, considered, refusal
 
 
 # --- small pieces ---------------------------------------------------------------------------
 
 
-def _scan(files: list[str], *, hidden: bool) -> str:
-    """A parenthesised DuckDB scan of ``files`` (the hidden ``_healpix_29`` left out)."""
+def _scan(files: list[str], *, hidden: bool, extra: dict[str, str] | None = None) -> str:
+    """A parenthesised DuckDB scan of ``files`` (the hidden ``_healpix_29`` left out),
+    with ``extra`` computed columns (name -> SQL over the ``filename`` column)."""
     listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-    star = f"* EXCLUDE ({layout.HEALPIX_COLUMN})" if hidden else "*"
-    return f"(SELECT {star} FROM read_parquet([{listing}], hive_partitioning = false))"
+    excluded = [layout.HEALPIX_COLUMN] if hidden else []
+    options = "hive_partitioning = false"
+    if extra:
+        excluded.append("filename")
+        options += ", filename = true"
+    star = f"* EXCLUDE ({', '.join(excluded)})" if excluded else "*"
+    cols = "".join(f", {sql} AS \"{name}\"" for name, sql in (extra or {}).items())
+    return f"(SELECT {star}{cols} FROM read_parquet([{listing}], {options}))"
 
 
 def _unalias(e: exp.Expression) -> exp.Expression:

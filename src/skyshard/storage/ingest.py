@@ -210,13 +210,14 @@ def _ingest_director(staging, table, files, schema, opts, ra, dec, key) -> Table
     hats_files.write_properties(primary, props)
     hats_files.write_partition_info(primary, parts)
     hats_files.write_dataset_metadata(primary, file_schema, writer.metadata)
-    margin_dir = writer.write_margin_catalog(table, ra, dec)
+    margin_dir, margin_parts = writer.write_margin_catalog(table, ra, dec)
     hats_files.write_collection(out, table, margin=margin_dir.name,
                                 index=(key, Path(index_rel).name))
     return TableInfo(
         name=table, kind=TableKind.DIRECTOR, columns=_columns(file_schema, hidden=True),
         ra=ra, dec=dec, key=key, path=f"{table}/{table}",
         margin_path=f"{table}/{margin_dir.name}", margin_arcsec=opts.margin_arcsec,
+        margin_partitions=tuple(margin_parts),
         index_path=f"{table}/{index_rel}", partitions=parts, rows=rows_in,
     )
 
@@ -428,7 +429,7 @@ class _TableWriter:
                 self._flush_margin(owner)
         return self.total
 
-    def write_margin_catalog(self, table: str, ra: str, dec: str) -> Path:
+    def write_margin_catalog(self, table: str, ra: str, dec: str) -> tuple[Path, list[Partition]]:
         """Gather the margin spool into one sorted file per partition: a HATS margin catalog."""
         assert self.margin is not None
         out, arcsec = self.margin
@@ -455,7 +456,7 @@ class _TableWriter:
         hats_files.write_properties(out, props)
         hats_files.write_partition_info(out, written)
         hats_files.write_dataset_metadata(out, self.schema, metadata)
-        return out
+        return out, written
 
 
 def _write_index(staging, out: Path, table: str, key: str, spool: Path | None, opts) -> str:
