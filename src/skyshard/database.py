@@ -18,6 +18,8 @@ from skyshard.catalog.model import CatalogMeta, TableInfo
 from skyshard.dispatch.local import LocalExecutor
 from skyshard.engine.duck import Engine
 from skyshard.sql.analyze import KeyConstraint
+from skyshard.sql import metadata
+from skyshard.sql.parse import parse
 from skyshard.sql.plan import QueryPlan, plan
 from skyshard.storage import layout
 
@@ -49,7 +51,13 @@ class Database:
         return plan(sql, self.meta, self.root, self._lookup_keys)
 
     def sql(self, sql: str, *, max_rows: int | None = None) -> pa.Table:
-        """Run one SELECT; the result as an Arrow table with the user's column names."""
+        """Run one SELECT (or SHOW/DESCRIBE); an Arrow table with the user's column names."""
+        tree = parse(sql, metadata=True)
+        if metadata.is_metadata_statement(tree):
+            return metadata.answer(tree, self.meta)
+        counted = metadata.stored_count(tree, self.meta)
+        if counted is not None:
+            return counted
         return self.executor.run(self.plan(sql), max_rows=max_rows)
 
     def explain(self, sql: str) -> str:

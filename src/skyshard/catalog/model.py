@@ -82,6 +82,8 @@ class TableInfo:
     partitions: tuple[Partition, ...] = ()
     orphan_rows: int = 0
     rows: int = 0
+    #: per column: (MySQL type as declared, or "" when unknown; nullable)
+    column_sql: tuple[tuple[str, bool], ...] = ()
 
     @property
     def is_partitioned(self) -> bool:
@@ -95,6 +97,7 @@ class TableInfo:
         d = asdict(self)
         d["kind"] = self.kind.value
         d["columns"] = [list(c) for c in self.columns]
+        d["column_sql"] = [list(c) for c in self.column_sql]
         d["partitions"] = [[p.order, p.pixel, p.rows] for p in self.partitions]
         d["margin_partitions"] = [[p.order, p.pixel, p.rows] for p in self.margin_partitions]
         return d
@@ -104,6 +107,7 @@ class TableInfo:
         d = dict(d)
         d["kind"] = TableKind(d["kind"])
         d["columns"] = tuple(tuple(c) for c in d["columns"])
+        d["column_sql"] = tuple(tuple(c) for c in d.get("column_sql", ()))
         d["partitions"] = tuple(Partition(*p) for p in d.get("partitions", ()))
         d["margin_partitions"] = tuple(Partition(*p) for p in d.get("margin_partitions", ()))
         return cls(**d)

@@ -47,10 +47,13 @@ FORBIDDEN_FUNCTIONS = frozenset(
 )
 
 READ_STATEMENTS = (exp.Select, exp.Union, exp.Intersect, exp.Except)
+#: Statements about the catalog itself, answered from its description (sql.metadata).
+METADATA_STATEMENTS = (exp.Show, exp.Describe)
 
 
-def parse(sql: str) -> exp.Query:
-    """One read statement as a sqlglot tree (MySQL/Qserv dialect)."""
+def parse(sql: str, *, metadata: bool = False) -> exp.Expression:
+    """One read statement as a sqlglot tree (MySQL/Qserv dialect); with ``metadata``,
+    ``SHOW``/``DESCRIBE`` statements are accepted too."""
     if not sql or not sql.strip():
         raise SqlSyntaxError("empty query")
     try:
@@ -73,6 +76,9 @@ def parse(sql: str) -> exp.Query:
             f"{len(trees)} statements given", construct="multiple statements",
             suggestion="send one SELECT at a time", sql=sql)
     tree = trees[0]
+    if metadata and isinstance(tree, METADATA_STATEMENTS) and not (
+            isinstance(tree, exp.Describe) and not isinstance(tree.this, exp.Table)):
+        return tree
     if not isinstance(tree, READ_STATEMENTS):
         name = _statement_name(tree)
         raise ForbiddenQueryError(

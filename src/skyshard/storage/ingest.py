@@ -149,6 +149,7 @@ def _ingest_replicated(staging, table, files, schema, opts) -> TableInfo:
     writer.close()
     return TableInfo(
         name=table, kind=TableKind.REPLICATED, columns=_columns(file_schema),
+        column_sql=_column_sql(file_schema),
         path=f"{table}/{table}.parquet", rows=rows,
     )
 
@@ -215,6 +216,7 @@ def _ingest_director(staging, table, files, schema, opts, ra, dec, key) -> Table
                                 index=(key, Path(index_rel).name))
     return TableInfo(
         name=table, kind=TableKind.DIRECTOR, columns=_columns(file_schema, hidden=True),
+        column_sql=_column_sql(file_schema, hidden=True),
         ra=ra, dec=dec, key=key, path=f"{table}/{table}",
         margin_path=f"{table}/{margin_dir.name}", margin_arcsec=opts.margin_arcsec,
         margin_partitions=tuple(margin_parts),
@@ -288,6 +290,7 @@ def _ingest_child(root, staging, table, files, schema, opts, dinfo: TableInfo, d
     hats_files.write_collection(out, table, margin=None, index=None)
     return TableInfo(
         name=table, kind=TableKind.CHILD, columns=_columns(file_schema, hidden=True),
+        column_sql=_column_sql(file_schema, hidden=True),
         ra=ra, dec=dec, director=dinfo.name, director_key=dkey, path=f"{table}/{table}",
         partitions=parts, orphan_rows=writer.orphans, rows=rows_in,
     )
@@ -589,6 +592,11 @@ def _with_healpix(batch: pa.RecordBatch, h: np.ndarray) -> pa.RecordBatch:
 def _columns(schema: pa.Schema, hidden: bool = False) -> tuple[tuple[str, str], ...]:
     fields = list(schema)[1:] if hidden else list(schema)
     return tuple((f.name, str(f.type)) for f in fields)
+
+
+def _column_sql(schema: pa.Schema, hidden: bool = False) -> tuple[tuple[str, bool], ...]:
+    fields = list(schema)[1:] if hidden else list(schema)
+    return tuple(((f.metadata or {}).get(b"mysql_type", b"").decode(), f.nullable) for f in fields)
 
 
 class _duckdb:
