@@ -18,7 +18,7 @@ from skyshard.catalog.mysql_schema import (
 from skyshard.errors import SchemaError
 
 REPO = Path(__file__).resolve().parents[2]
-QSERV = Path(os.environ.get("SKYSHARD_QSERV_TESTDATA", REPO.parent / "shared" / "testdata" / "qserv"))
+QSERV = Path(os.environ.get("SKYSHARD_QSERV_TESTDATA", REPO / "tests" / "data" / "qserv"))
 SCHEMA_FILES = sorted(QSERV.glob("case0*/data/schema/*.schema"))
 VIEWS = {"case03/DeepSource", "case03/DeepForcedSource"}  # mysqldump view definitions
 

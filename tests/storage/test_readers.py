@@ -25,7 +25,7 @@ from skyshard.storage import readers
 from skyshard.storage.readers import detect_format, read_batches
 
 REPO = Path(__file__).resolve().parents[2]
-QSERV = Path(os.environ.get("SKYSHARD_QSERV_TESTDATA", REPO.parent / "shared" / "testdata" / "qserv"))
+QSERV = Path(os.environ.get("SKYSHARD_QSERV_TESTDATA", REPO / "tests" / "data" / "qserv"))
 
 
 @pytest.fixture
