@@ -9,11 +9,13 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pyarrow as pa
 
 from skyshard.catalog import hats_source, model
+from skyshard.catalog.director_index import DirectorIndex
 from skyshard.catalog.model import CatalogMeta, TableInfo
 from skyshard.dispatch.local import LocalExecutor
 from skyshard.engine.duck import Engine
@@ -40,6 +42,8 @@ class Database:
                 if p and Path(p).is_absolute():
                     dirs.add(str(Path(p).parent))
         self.engine = Engine(sorted(dirs), threads=threads, memory_limit=memory_limit)
+        self._indexes: dict[str, DirectorIndex | None] = {}
+        self._lock = threading.Lock()
         self.executor = LocalExecutor(self.engine, fragment_partitions=fragment_partitions,
                                       threads=threads or 2)
 
@@ -47,8 +51,8 @@ class Database:
     def tables(self) -> dict[str, TableInfo]:
         return dict(self.meta.tables)
 
-    def plan(self, sql: str) -> QueryPlan:
-        return plan(sql, self.meta, self.root, self._lookup_keys)
+    def plan(self, sql: str, tree=None) -> QueryPlan:
+        return plan(sql, self.meta, self.root, self._lookup_keys, tree=tree)
 
     def sql(self, sql: str, *, max_rows: int | None = None) -> pa.Table:
         """Run one SELECT (or SHOW/DESCRIBE); an Arrow table with the user's column names."""
@@ -58,7 +62,7 @@ class Database:
         counted = metadata.stored_count(tree, self.meta)
         if counted is not None:
             return counted
-        return self.executor.run(self.plan(sql), max_rows=max_rows)
+        return self.executor.run(self.plan(sql, tree), max_rows=max_rows)
 
     def explain(self, sql: str) -> str:
         """The plan in words: partitions chosen and the statements that would run."""
@@ -77,6 +81,14 @@ class Database:
         director = info if info.index_path else self.meta.table(info.director or info.name)
         if not director.index_path:
             return {(p.order, p.pixel) for p in info.partitions}
+        index = self._index(director)
+        if index is not None and all(_integral(c) for c in constraints):
+            found: set[tuple[int, int]] | None = None
+            for c in constraints:
+                got = (index.partitions_of(c.values) if c.values is not None
+                       else index.partitions_between(c.low, c.high))
+                found = got if found is None else found & got
+            return found or set()
         path = Path(director.index_path)
         path = path if path.is_absolute() else self.root / path
         key = director.key
@@ -90,6 +102,19 @@ class Database:
                f"WHERE {' AND '.join(where)}")
         rows = self.engine.query(sql).to_pylist()
         return {(int(r["Norder"]), int(r["Npix"])) for r in rows}
+
+    def _index(self, director: TableInfo) -> DirectorIndex | None:
+        with self._lock:
+            if director.name not in self._indexes:
+                path = Path(director.index_path)
+                path = path if path.is_absolute() else self.root / path
+                self._indexes[director.name] = DirectorIndex.load(path, director.key)
+            return self._indexes[director.name]
+
+
+def _integral(c: KeyConstraint) -> bool:
+    values = c.values if c.values is not None else (c.low, c.high)
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
 
 def _literal(v: object) -> str:

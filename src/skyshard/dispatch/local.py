@@ -25,7 +25,7 @@ class LocalExecutor:
     threads: int = 2
 
     def run(self, plan: QueryPlan, *, max_rows: int | None = None) -> pa.Table:
-        if self.fragment_partitions is None or plan.split is None or plan.partitions is None:
+        if self.fragment_partitions is None or plan.partitions is None or plan.split is None:
             return _named(self.engine.query(plan.single_sql(), max_rows=max_rows), plan)
         chosen = [(p.order, p.pixel) for p in plan.partitions]
         size = max(1, self.fragment_partitions)

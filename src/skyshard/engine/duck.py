@@ -24,6 +24,8 @@ import pyarrow as pa
 from skyshard.errors import ForbiddenQueryError, QueryLimitError, SqlError
 
 _LOCKDOWN_TEMPLATE = (
+    # Published partition files never change: keep their footers in memory.
+    "SET parquet_metadata_cache=true",
     "SET allowed_directories=[{dirs}]",
     "SET enable_external_access=false",
     "SET lock_configuration=true",

@@ -175,7 +175,10 @@ def rewrite_areaspec(a: Analysis) -> None:
                 construct=fn.name, sql=a.sql)
         preds = [_region_predicate(region, r.alias, r.info) for r in targets]
         for r in targets:
-            a.regions.setdefault(r.alias, []).append(region)
+            # Only a director's partitions follow its own position: child rows live where
+            # their director row is, so a region on a child's columns prunes nothing.
+            if r.info.kind is TableKind.DIRECTOR:
+                a.regions.setdefault(r.alias, []).append(region)
         term.replace(_and_all(preds))
 
 

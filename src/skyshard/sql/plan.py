@@ -40,11 +40,31 @@ class QueryPlan:
     names: list[str] | None
     chosen: dict[str, set[tuple[int, int]]]  # outermost partitioned alias (lower) -> partitions
     partitions: list[Partition] | None  # the one partition group, for split execution
-    split: Split | None
-    split_refusal: str | None
+    group_refusal: str | None  # why the partitioned tables do not form one group
     root: Path
     considered: int = 0  # partitions before pruning
-    notes: list[str] = field(default_factory=list)
+    _split: tuple[Split | None, str | None] | None = field(default=None, repr=False)
+
+    @property
+    def split(self) -> Split | None:
+        """Parallel + merge statements, or None (``split_refusal`` says why). Computed on
+        first use: the embedded default runs one statement and never needs it."""
+        return self._split_and_reason()[0]
+
+    @property
+    def split_refusal(self) -> str | None:
+        return self._split_and_reason()[1]
+
+    def _split_and_reason(self) -> tuple[Split | None, str | None]:
+        if self._split is None:
+            if self.group_refusal is not None:
+                self._split = (None, self.group_refusal)
+            else:
+                try:
+                    self._split = (split(self.analysis.tree), None)
+                except NotSplittable as exc:
+                    self._split = (None, exc.reason)
+        return self._split
 
     @property
     def catalog(self) -> CatalogMeta:
@@ -94,9 +114,10 @@ class QueryPlan:
             else:
                 wanted = {(p.order, p.pixel) for p in info.partitions}
             pseudo = self.analysis.pseudo.get(alias, set()) if outermost else set()
+            regions = self.analysis.regions.get(alias, []) if outermost else []
             source = self._source(
                 info, wanted, orphans=orphans or not outermost,
-                margin=outermost and key in with_margin,
+                margin=outermost and key in with_margin, where=_healpix_filter(regions),
                 extra={c: CHUNK_ID_SQL for c in pseudo} | (
                     {PART: CHUNK_ID_SQL} if outermost and key in tagged else {}))
             placeholder = f"__skyshard_source_{len(sources)}__"
@@ -111,7 +132,8 @@ class QueryPlan:
         return text
 
     def _source(self, info: TableInfo, wanted: set[tuple[int, int]], *, orphans: bool,
-                margin: bool = False, extra: dict[str, str] | None = None) -> str:
+                margin: bool = False, extra: dict[str, str] | None = None,
+                where: str | None = None) -> str:
         if info.kind is TableKind.REPLICATED:
             return _scan([str(self._abs(info.path))], hidden=False)
         base = self._abs(info.path)
@@ -125,7 +147,7 @@ class QueryPlan:
             files.append(str(base.parent / "orphans.parquet"))
         if not files:
             files = [str(base / layout.DATASET / "_common_metadata")]
-        return _scan(files, hidden=True, extra=extra or {})
+        return _scan(files, hidden=True, extra=extra or {}, where=where)
 
     def _abs(self, path: str) -> Path:
         p = Path(path)
@@ -141,19 +163,17 @@ CHUNK_ID_SQL = (
 )
 
 
-def plan(sql: str, catalog: CatalogMeta, root: Path, key_lookup: KeyLookup) -> QueryPlan:
-    tree = parse(sql)
+def plan(sql: str, catalog: CatalogMeta, root: Path, key_lookup: KeyLookup, *,
+         tree: exp.Expression | None = None) -> QueryPlan:
+    """Plan ``sql`` (or its already parsed ``tree``) against ``catalog``."""
+    tree = parse(sql) if tree is None else tree
+    if not isinstance(tree, exp.Query):
+        raise InternalError(f"cannot plan a {type(tree).__name__} statement")
     a = analyze(sql, tree, catalog)
     names = _output_names(a.tree)
     chosen, group, considered, refusal = _choose_partitions(a, key_lookup)
-    s = None
-    if refusal is None:
-        try:
-            s = split(a.tree)
-        except NotSplittable as exc:
-            refusal = exc.reason
-    return QueryPlan(sql=sql, analysis=a, names=names, chosen=chosen, partitions=group, split=s,
-                     split_refusal=refusal, root=root, considered=considered)
+    return QueryPlan(sql=sql, analysis=a, names=names, chosen=chosen, partitions=group,
+                     group_refusal=refusal, root=root, considered=considered)
 
 
 # --- partition choice ---------------------------------------------------------------------
@@ -216,9 +236,11 @@ def _choose_partitions(a: Analysis, key_lookup: KeyLookup):
 # --- small pieces ---------------------------------------------------------------------------
 
 
-def _scan(files: list[str], *, hidden: bool, extra: dict[str, str] | None = None) -> str:
+def _scan(files: list[str], *, hidden: bool, extra: dict[str, str] | None = None,
+          where: str | None = None) -> str:
     """A parenthesised DuckDB scan of ``files`` (the hidden ``_healpix_29`` left out),
-    with ``extra`` computed columns (name -> SQL over the ``filename`` column)."""
+    with ``extra`` computed columns (name -> SQL over the ``filename`` column) and an
+    optional coarse ``where`` on ``_healpix_29``."""
     listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
     excluded = [layout.HEALPIX_COLUMN] if hidden else []
     options = "hive_partitioning = false"
@@ -227,7 +249,29 @@ def _scan(files: list[str], *, hidden: bool, extra: dict[str, str] | None = None
         options += ", filename = true"
     star = f"* EXCLUDE ({', '.join(excluded)})" if excluded else "*"
     cols = "".join(f", {sql} AS \"{name}\"" for name, sql in (extra or {}).items())
-    return f"(SELECT {star}{cols} FROM read_parquet([{listing}], {options}))"
+    filt = f" WHERE {where}" if where else ""
+    return f"(SELECT {star}{cols} FROM read_parquet([{listing}], {options}){filt})"
+
+
+#: At most this many ``_healpix_29`` ranges per region in a scan's coarse filter.
+MAX_RANGES = 12
+
+
+def _healpix_filter(regions: list) -> str | None:
+    """Coarse, conservative filter on ``_healpix_29`` for a director's own regions: rows
+    are sorted by it, so Parquet row groups outside the ranges are skipped unread. The
+    exact per-row predicate stays in the query."""
+    from skyshard.sphere import coverage
+
+    terms = []
+    for region in regions:
+        for order in (14, 12, 10, 8, 6, 4, 2, 0):
+            ranges = coverage.healpix29_ranges(region, order)
+            if len(ranges) <= MAX_RANGES:
+                break
+        h = layout.HEALPIX_COLUMN
+        terms.append("(" + " OR ".join(f"({h} >= {lo} AND {h} < {hi})" for lo, hi in ranges) + ")")
+    return " AND ".join(terms) if terms else None
 
 
 def _unalias(e: exp.Expression) -> exp.Expression:
