@@ -87,7 +87,7 @@ def build(root: Path, tables: dict[str, pa.Table], *, max_rows: int = 400) -> No
     skyshard.ingest(root, "Object", [inputs / "Object.parquet"], ra="ra", dec="decl",
                     key="objectId", options=opts)
     skyshard.ingest(root, "Source", [inputs / "Source.parquet"], director="Object",
-                    director_key="objectId", options=opts)
+                    director_key="objectId", ra="ra", dec="decl", options=opts)
     skyshard.ingest(root, "Filter", [inputs / "Filter.parquet"], replicated=True, options=opts)
 
 

@@ -76,6 +76,10 @@ CASES = [
     "SELECT kind, n FROM (SELECT kind, COUNT(*) AS n FROM Object GROUP BY kind) t ORDER BY n",
     "SELECT objectId, ROW_NUMBER() OVER (ORDER BY gMag, objectId) AS r FROM Object ORDER BY r LIMIT 5",
     "SELECT COUNT(*) FROM Object WHERE qserv_areaspec_box(10, 80, 20, 90)",
+    "SELECT COUNT(*) FROM Source WHERE qserv_areaspec_circle(45, 10, 1)",
+    "SELECT sourceId FROM Source WHERE qserv_areaspec_box(0, -60, 360, 60) AND objectId = {orphan}",
+    "SELECT o.objectId, s.sourceId FROM Object o JOIN Source s USING (objectId) "
+    "WHERE qserv_areaspec_circle(45, 10, 0.2) ORDER BY s.sourceId",
     # near-neighbour joins: partition-local with margins (r <= 60") or not (r > margin)
     "SELECT o1.objectId, o2.objectId, scisql_angSep(o1.ra, o1.decl, o2.ra, o2.decl) AS d "
     "FROM Object o1, Object o2 WHERE qserv_areaspec_box(44, 9, 46, 11) "

@@ -22,7 +22,7 @@ from skyshard.engine.duck import Engine
 from skyshard.sql.analyze import KeyConstraint
 from skyshard.sql import metadata
 from skyshard.sql.parse import parse
-from skyshard.sql.plan import QueryPlan, plan
+from skyshard.sql.plan import KeyMatch, QueryPlan, plan
 from skyshard.storage import layout
 
 
@@ -76,19 +76,25 @@ class Database:
         lines.append("single: " + p.single_sql())
         return "\n".join(lines)
 
-    def _lookup_keys(self, info: TableInfo, constraints: list[KeyConstraint]) -> set[tuple[int, int]]:
-        """Partitions holding the given director keys, from the director index."""
+    def _lookup_keys(self, info: TableInfo, constraints: list[KeyConstraint]) -> KeyMatch:
+        """Partitions holding the given director keys, from the director index; for
+        ``=``/``IN``, also the ``_healpix_29`` values of those rows."""
         director = info if info.index_path else self.meta.table(info.director or info.name)
         if not director.index_path:
-            return {(p.order, p.pixel) for p in info.partitions}
+            return KeyMatch({(p.order, p.pixel) for p in info.partitions}, None)
         index = self._index(director)
         if index is not None and all(_integral(c) for c in constraints):
             found: set[tuple[int, int]] | None = None
+            healpix: set[int] | None = None
             for c in constraints:
                 got = (index.partitions_of(c.values) if c.values is not None
                        else index.partitions_between(c.low, c.high))
                 found = got if found is None else found & got
-            return found or set()
+                if c.values is not None:
+                    h = index.healpix_of(c.values)
+                    if h is not None:
+                        healpix = h if healpix is None else healpix & h
+            return KeyMatch(found or set(), healpix)
         path = Path(director.index_path)
         path = path if path.is_absolute() else self.root / path
         key = director.key
@@ -101,7 +107,7 @@ class Database:
         sql = (f"SELECT DISTINCT Norder, Npix FROM read_parquet('{path}') "
                f"WHERE {' AND '.join(where)}")
         rows = self.engine.query(sql).to_pylist()
-        return {(int(r["Norder"]), int(r["Npix"])) for r in rows}
+        return KeyMatch({(int(r["Norder"]), int(r["Npix"])) for r in rows}, None)
 
     def _index(self, director: TableInfo) -> DirectorIndex | None:
         with self._lock:

@@ -19,8 +19,10 @@ def test_lookup_and_range():
 def test_database_uses_index(sky_db, sky_tables):
     oid = sky_tables["Object"].column("objectId")[5].as_py()
     info = sky_db.tables["Object"]
-    found = sky_db._lookup_keys(info, [type("C", (), {"values": (oid,), "low": None, "high": None})()])
-    assert len(found) == 1
-    (order, pixel), = found
+    from skyshard.sql.analyze import KeyConstraint
+
+    match = sky_db._lookup_keys(info, [KeyConstraint(values=(oid,))])
+    assert len(match.partitions) == 1 and len(match.healpix) == 1
+    (order, pixel), = match.partitions
     got = sky_db.sql(f"SELECT chunkId FROM Object WHERE objectId = {oid}").column(0)[0].as_py()
     assert got == [p.id for p in info.partitions if (p.order, p.pixel) == (order, pixel)][0]

@@ -10,6 +10,8 @@ are looked up with a DuckDB query on the sorted file.
 ...                                          "Npix": [4, 4, 33]}), "id")
 >>> sorted(idx.partitions_of([9, 1, 7]))
 [(1, 4), (2, 33)]
+>>> idx.healpix_of([1]) is None
+True
 >>> sorted(idx.partitions_between(2, 9))
 [(1, 4), (2, 33)]
 """
@@ -23,19 +25,25 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+HEALPIX = "_healpix_29"
+
 
 class DirectorIndex:
-    def __init__(self, keys: np.ndarray, orders: np.ndarray, pixels: np.ndarray) -> None:
+    def __init__(self, keys: np.ndarray, orders: np.ndarray, pixels: np.ndarray,
+                 healpix: np.ndarray | None = None) -> None:
         order = np.argsort(keys, kind="stable")
         self.keys = keys[order]
         self.orders = orders[order].astype(np.uint8)
         self.pixels = pixels[order].astype(np.int64)
+        self.healpix = healpix[order].astype(np.int64) if healpix is not None else None
 
     @classmethod
     def from_table(cls, table: pa.Table, key: str) -> DirectorIndex:
+        h = (table.column(HEALPIX).to_numpy(zero_copy_only=False)
+             if HEALPIX in table.column_names else None)
         return cls(table.column(key).to_numpy(zero_copy_only=False),
                    table.column("Norder").to_numpy(zero_copy_only=False),
-                   table.column("Npix").to_numpy(zero_copy_only=False))
+                   table.column("Npix").to_numpy(zero_copy_only=False), h)
 
     @classmethod
     def load(cls, path: str | Path, key: str) -> DirectorIndex | None:
@@ -46,7 +54,8 @@ class DirectorIndex:
         schema = pq.read_schema(files[0])
         if not pa.types.is_integer(schema.field(key).type):
             return None
-        table = pa.concat_tables(pq.read_table(f, columns=[key, "Norder", "Npix"]) for f in files)
+        columns = [key, "Norder", "Npix"] + ([HEALPIX] if HEALPIX in schema.names else [])
+        table = pa.concat_tables(pq.read_table(f, columns=columns) for f in files)
         if table.column(key).null_count:
             return None
         return cls.from_table(table, key)
@@ -58,6 +67,18 @@ class DirectorIndex:
         out: set[tuple[int, int]] = set()
         for a, b in zip(lo, hi):
             out.update(zip(self.orders[a:b].tolist(), self.pixels[a:b].tolist()))
+        return out
+
+    def healpix_of(self, values: Iterable[object]) -> set[int] | None:
+        """The ``_healpix_29`` of the rows with these keys (None if the index lacks it)."""
+        if self.healpix is None:
+            return None
+        wanted = np.array([v for v in values if isinstance(v, (int, np.integer))], dtype=np.int64)
+        lo = np.searchsorted(self.keys, wanted, side="left")
+        hi = np.searchsorted(self.keys, wanted, side="right")
+        out: set[int] = set()
+        for a, b in zip(lo, hi):
+            out.update(self.healpix[a:b].tolist())
         return out
 
     def partitions_between(self, low: object, high: object) -> set[tuple[int, int]]:

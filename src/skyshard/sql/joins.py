@@ -53,19 +53,27 @@ class JoinGraph:
     def groups(self, aliases: list[str]) -> list[set[str]]:
         """Aliases that must read the same partitions: key links and local near-neighbour
         links (right follows left)."""
-        parent = {a: a for a in aliases}
+        return _components(aliases, self.key_links + [(n.left, n.right) for n in self.near if n.local])
 
-        def find(x: str) -> str:
-            while parent[x] != x:
-                x = parent[x]
-            return x
+    def key_groups(self, aliases: list[str]) -> list[set[str]]:
+        """Aliases whose rows of one result row share a director row (key links only)."""
+        return _components(aliases, self.key_links)
 
-        for x, y in self.key_links + [(n.left, n.right) for n in self.near if n.local]:
-            parent[find(x)] = find(y)
-        out: dict[str, set[str]] = {}
-        for a in aliases:
-            out.setdefault(find(a), set()).add(a)
-        return list(out.values())
+
+def _components(aliases: list[str], links: list[tuple[str, str]]) -> list[set[str]]:
+    parent = {a: a for a in aliases}
+
+    def find(x: str) -> str:
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    for x, y in links:
+        parent[find(x)] = find(y)
+    out: dict[str, set[str]] = {}
+    for a in aliases:
+        out.setdefault(find(a), set()).add(a)
+    return list(out.values())
 
 
 def classify(a) -> JoinGraph:

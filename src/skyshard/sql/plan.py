@@ -29,8 +29,17 @@ from skyshard.sql.parse import parse
 from skyshard.sql.split import NotSplittable, Split, split
 from skyshard.storage import layout
 
-#: Looks up the partitions of director keys: (table, constraints) -> {(order, pixel)}.
-KeyLookup = Callable[[TableInfo, list[KeyConstraint]], set[tuple[int, int]]]
+@dataclass(frozen=True)
+class KeyMatch:
+    """Where rows with some director keys live: partitions, and for ``=``/``IN`` the rows'
+    ``_healpix_29`` values (None when unknown)."""
+
+    partitions: set[tuple[int, int]]
+    healpix: set[int] | None = None
+
+
+#: Looks up director keys in the director index: (table, constraints) -> KeyMatch.
+KeyLookup = Callable[[TableInfo, list[KeyConstraint]], KeyMatch]
 
 
 @dataclass
@@ -39,6 +48,7 @@ class QueryPlan:
     analysis: Analysis
     names: list[str] | None
     chosen: dict[str, set[tuple[int, int]]]  # outermost partitioned alias (lower) -> partitions
+    healpix: dict[str, set[int]]  # alias (lower) -> the only _healpix_29 values it can need
     partitions: list[Partition] | None  # the one partition group, for split execution
     group_refusal: str | None  # why the partitioned tables do not form one group
     root: Path
@@ -115,9 +125,11 @@ class QueryPlan:
                 wanted = {(p.order, p.pixel) for p in info.partitions}
             pseudo = self.analysis.pseudo.get(alias, set()) if outermost else set()
             regions = self.analysis.regions.get(alias, []) if outermost else []
+            where = _healpix_filter(regions, self.healpix.get(key) if outermost else None,
+                                    orphans=info.kind is TableKind.CHILD)
             source = self._source(
                 info, wanted, orphans=orphans or not outermost,
-                margin=outermost and key in with_margin, where=_healpix_filter(regions),
+                margin=outermost and key in with_margin, where=where,
                 extra={c: CHUNK_ID_SQL for c in pseudo} | (
                     {PART: CHUNK_ID_SQL} if outermost and key in tagged else {}))
             placeholder = f"__skyshard_source_{len(sources)}__"
@@ -171,8 +183,9 @@ def plan(sql: str, catalog: CatalogMeta, root: Path, key_lookup: KeyLookup, *,
         raise InternalError(f"cannot plan a {type(tree).__name__} statement")
     a = analyze(sql, tree, catalog)
     names = _output_names(a.tree)
-    chosen, group, considered, refusal = _choose_partitions(a, key_lookup)
-    return QueryPlan(sql=sql, analysis=a, names=names, chosen=chosen, partitions=group,
+    chosen, healpix, group, considered, refusal = _choose_partitions(a, key_lookup)
+    return QueryPlan(sql=sql, analysis=a, names=names, chosen=chosen, healpix=healpix,
+                     partitions=group,
                      group_refusal=refusal, root=root, considered=considered)
 
 
@@ -193,8 +206,9 @@ def _choose_partitions(a: Analysis, key_lookup: KeyLookup):
 
     refs = [r for r in a.outer_refs if r.info.is_partitioned]
     if not refs:
-        return {}, None, 0, None
+        return {}, {}, None, 0, None
     own: dict[str, set[tuple[int, int]] | None] = {}
+    own_h: dict[str, set[int]] = {}
     for r in refs:
         pairs = [(p.order, p.pixel) for p in r.info.partitions]
         allowed: set[tuple[int, int]] | None = None
@@ -202,8 +216,10 @@ def _choose_partitions(a: Analysis, key_lookup: KeyLookup):
             hit = {pr for pr, h in zip(pairs, coverage.overlaps(region, pairs)) if h}
             allowed = hit if allowed is None else allowed & hit
         if a.keys.get(r.alias):
-            found = key_lookup(r.info, a.keys[r.alias])
-            allowed = found if allowed is None else allowed & found
+            match = key_lookup(r.info, a.keys[r.alias])
+            allowed = match.partitions if allowed is None else allowed & match.partitions
+            if match.healpix is not None:
+                own_h[r.alias.lower()] = match.healpix
         own[r.alias.lower()] = allowed
     joins = a.joins
     aliases = [r.alias.lower() for r in refs]
@@ -211,6 +227,14 @@ def _choose_partitions(a: Analysis, key_lookup: KeyLookup):
     margin_side = {n.right for n in (joins.near if joins else []) if n.local}
     by_alias = {r.alias.lower(): r for r in refs}
     chosen: dict[str, set[tuple[int, int]]] = {}
+    healpix: dict[str, set[int]] = {}
+    key_groups = joins.key_groups(aliases) if joins else [{x} for x in aliases]
+    for g in key_groups:
+        hs = [own_h[m] for m in g if m in own_h]
+        if hs:
+            common = set.intersection(*hs)
+            for m in g:
+                healpix[m] = common
     considered = 0
     group_parts: list[Partition] | None = None
     for g in groups:
@@ -230,7 +254,7 @@ def _choose_partitions(a: Analysis, key_lookup: KeyLookup):
     refusal = None if len(groups) == 1 else (
         "tables of different partitionings (or joined on other columns than their key) "
         "cannot be split into partition-local fragments")
-    return chosen, group_parts, considered, refusal
+    return chosen, healpix, group_parts, considered, refusal
 
 
 # --- small pieces ---------------------------------------------------------------------------
@@ -257,21 +281,25 @@ def _scan(files: list[str], *, hidden: bool, extra: dict[str, str] | None = None
 MAX_RANGES = 12
 
 
-def _healpix_filter(regions: list) -> str | None:
-    """Coarse, conservative filter on ``_healpix_29`` for a director's own regions: rows
-    are sorted by it, so Parquet row groups outside the ranges are skipped unread. The
-    exact per-row predicate stays in the query."""
+def _healpix_filter(regions: list, values: set[int] | None, *, orphans: bool) -> str | None:
+    """Coarse, conservative filter on ``_healpix_29``: the ranges of a director's own
+    regions, the values of the director rows a key lookup found. Rows are sorted by it,
+    so Parquet row groups outside are skipped unread; the exact predicates stay in the
+    query. Child orphans (no director, NULL ``_healpix_29``) always pass."""
     from skyshard.sphere import coverage
 
+    h = layout.HEALPIX_COLUMN
     terms = []
+    if values is not None:
+        listed = ", ".join(str(v) for v in sorted(values)) or "NULL"
+        terms.append(f"{h} IN ({listed})" + (f" OR {h} IS NULL" if orphans else ""))
     for region in regions:
         for order in (14, 12, 10, 8, 6, 4, 2, 0):
             ranges = coverage.healpix29_ranges(region, order)
             if len(ranges) <= MAX_RANGES:
                 break
-        h = layout.HEALPIX_COLUMN
         terms.append("(" + " OR ".join(f"({h} >= {lo} AND {h} < {hi})" for lo, hi in ranges) + ")")
-    return " AND ".join(terms) if terms else None
+    return " AND ".join(f"({t})" for t in terms) if terms else None
 
 
 def _unalias(e: exp.Expression) -> exp.Expression:

@@ -25,9 +25,21 @@ from skyshard.catalog.model import Partition
 from skyshard.errors import CatalogError
 from skyshard.storage import layout
 
-#: Parquet settings for every data file: plain snappy scans fastest in DuckDB here.
-WRITE_OPTIONS = dict(compression="snappy", use_dictionary=False, write_statistics=True)
-ROW_GROUP_ROWS = 65_536
+#: Parquet settings for every data file: plain snappy scans fastest in DuckDB here for
+#: numbers; strings keep dictionary encoding (GROUP BY on them is ~3x faster).
+WRITE_OPTIONS = dict(compression="snappy", write_statistics=True)
+#: Small row groups: rows are sorted by _healpix_29, so a cone or an id lookup reads only
+#: the few row groups whose _healpix_29 range it needs.
+ROW_GROUP_ROWS = 16_384
+
+
+def dictionary_columns(schema: pa.Schema) -> list[str]:
+    """Columns worth dictionary encoding: strings."""
+    return [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+
+
+def write_options(schema: pa.Schema) -> dict:
+    return dict(WRITE_OPTIONS, use_dictionary=dictionary_columns(schema))
 
 
 def properties_text(props: Mapping[str, object]) -> str:

@@ -14,9 +14,7 @@ Director tables (two passes, memory bounded by the batch size and DuckDB's memor
 
 Child tables take the ``_healpix_29`` of their director row (looked up in the director
 index), so they share the director's partitions. A child row whose director row is
-missing is placed by its own position when the table has one and that position falls in
-a partition; otherwise it goes to the table's ``orphans.parquet``, which every query on
-the table reads. Replicated tables are stored whole.
+missing goes to the table's ``orphans.parquet``, which every query on the table reads. Replicated tables are stored whole.
 """
 
 from __future__ import annotations
@@ -139,7 +137,7 @@ def _ingest_replicated(staging, table, files, schema, opts) -> TableInfo:
         for batch in _read_all(files, schema, opts):
             if writer is None:
                 writer = pq.ParquetWriter(out / f"{table}.parquet", batch.schema,
-                                          **hats_files.WRITE_OPTIONS)
+                                          **hats_files.write_options(batch.schema))
             writer.write_batch(batch, row_group_size=hats_files.ROW_GROUP_ROWS)
             rows += batch.num_rows
             bar.update(batch.num_rows)
@@ -177,7 +175,8 @@ def _ingest_director(staging, table, files, schema, opts, ra, dec, key) -> Table
                 raise InputError(f"director key is NULL (row {rows_in + row + 1} of the input)",
                                  path=str(path), column=key)
             h = healpix29(ra_np, dec_np)
-            counts += np.bincount(h >> shift, minlength=len(counts))
+            cells, n = np.unique(h >> shift, return_counts=True)
+            counts[cells] += n
             batch = _with_healpix(batch, h)
             file_schema = batch.schema
             pq.write_table(pa.Table.from_batches([batch]), spool / f"part-{i:06d}.parquet",
@@ -242,16 +241,7 @@ def _ingest_child(root, staging, table, files, schema, opts, dinfo: TableInfo, d
                 if col not in batch.schema.names:
                     raise InputError(f"no column {col!r} (columns: {', '.join(batch.schema.names)})",
                                      path=str(path), column=col)
-            if ra:
-                ra_a = pc.cast(batch.column(ra), pa.float64())
-                dec_a = pc.cast(batch.column(dec), pa.float64())
-                valid = pc.and_(pc.is_valid(ra_a), pc.is_valid(dec_a)).to_numpy(zero_copy_only=False)
-                h = np.full(batch.num_rows, -1, dtype=np.int64)
-                if valid.any():
-                    h[valid] = healpix29(ra_a.to_numpy(zero_copy_only=False)[valid],
-                                         dec_a.to_numpy(zero_copy_only=False)[valid])
-            else:
-                h = np.full(batch.num_rows, -1, dtype=np.int64)
+            h = np.full(batch.num_rows, -1, dtype=np.int64)  # set from the director index below
             batch = _with_healpix(batch, h)
             file_schema = batch.schema
             pq.write_table(pa.Table.from_batches([batch]), spool / f"part-{i:06d}.parquet",
@@ -269,7 +259,7 @@ def _ingest_child(root, staging, table, files, schema, opts, dinfo: TableInfo, d
     h = layout.HEALPIX_COLUMN
     with _duckdb(staging, opts) as con, _Progress(f"{table}: partitioning", opts, total=rows_in) as bar:
         reader = con.sql(
-            f"""SELECT COALESCE(d.{h}, NULLIF(c.{h}, -1)) AS {h}, {cols}
+            f"""SELECT d.{h} AS {h}, {cols}
                 FROM read_parquet('{spool}/*.parquet') c
                 LEFT JOIN (SELECT "{dinfo.key}" AS k, min({h}) AS {h}
                            FROM read_parquet('{index_file}') GROUP BY 1) d
@@ -376,7 +366,8 @@ class _TableWriter:
             path = Path(layout.partition_path(str(self.primary / layout.DATASET), p.order, p.pixel))
             path.parent.mkdir(parents=True, exist_ok=True)
             self.writer = pq.ParquetWriter(
-                path, self.schema, sorting_columns=[pq.SortingColumn(0)], **hats_files.WRITE_OPTIONS)
+                path, self.schema, sorting_columns=[pq.SortingColumn(0)],
+                **hats_files.write_options(self.schema))
             self.current = part
         assert self.writer is not None
         self.writer.write_table(piece, row_group_size=hats_files.ROW_GROUP_ROWS)
@@ -397,7 +388,8 @@ class _TableWriter:
         if self.orphan_writer is None:
             self.primary.mkdir(parents=True, exist_ok=True)
             self.orphan_writer = pq.ParquetWriter(self.primary.parent / "orphans.parquet",
-                                                  self.schema, **hats_files.WRITE_OPTIONS)
+                                                  self.schema,
+                                                  **hats_files.write_options(self.schema))
         self.orphan_writer.write_table(piece)
         self.orphans += piece.num_rows
 
@@ -415,7 +407,7 @@ class _TableWriter:
         n = self.m_files.get(owner, 0)
         self.m_files[owner] = n + 1
         pq.write_table(pa.concat_tables(tables), self.m_spool / f"{owner:07d}-{n:05d}.parquet",
-                       **hats_files.WRITE_OPTIONS)
+                       **hats_files.write_options(self.schema))
 
     @property
     def partitions_written(self) -> list[Partition]:
@@ -447,7 +439,8 @@ class _TableWriter:
             path = Path(layout.partition_path(str(out / layout.DATASET), p.order, p.pixel))
             path.parent.mkdir(parents=True, exist_ok=True)
             pq.write_table(t, path, row_group_size=hats_files.ROW_GROUP_ROWS,
-                           sorting_columns=[pq.SortingColumn(0)], **hats_files.WRITE_OPTIONS)
+                           sorting_columns=[pq.SortingColumn(0)],
+                           **hats_files.write_options(self.schema))
             metadata.append((os.path.relpath(path, out / layout.DATASET), pq.read_metadata(path)))
             written.append(Partition(p.order, p.pixel, t.num_rows))
             total += t.num_rows
