@@ -15,6 +15,7 @@ never drop.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -279,6 +280,7 @@ def _scan(files: list[str], *, hidden: bool, extra: dict[str, str] | None = None
 
 #: At most this many ``_healpix_29`` ranges per region in a scan's coarse filter.
 MAX_RANGES = 12
+MAX_FILTER_ORDER = 14
 
 
 def _healpix_filter(regions: list, values: set[int] | None, *, orphans: bool) -> str | None:
@@ -294,11 +296,15 @@ def _healpix_filter(regions: list, values: set[int] | None, *, orphans: bool) ->
         listed = ", ".join(str(v) for v in sorted(values)) or "NULL"
         terms.append(f"{h} IN ({listed})" + (f" OR {h} IS NULL" if orphans else ""))
     for region in regions:
-        for order in (14, 12, 10, 8, 6, 4, 2, 0):
+        # Cells about half the region's size: a handful of ranges, tight enough to skip
+        # most row groups.
+        radius = max(region.bounding_circle().radius_deg, 1e-6)
+        order = max(0, min(MAX_FILTER_ORDER, int(math.floor(math.log2(58.6 / radius))) + 1))
+        ranges = coverage.healpix29_ranges(region, order)
+        while len(ranges) > MAX_RANGES and order > 0:
+            order -= 1
             ranges = coverage.healpix29_ranges(region, order)
-            if len(ranges) <= MAX_RANGES:
-                break
-        terms.append("(" + " OR ".join(f"({h} >= {lo} AND {h} < {hi})" for lo, hi in ranges) + ")")
+        terms.append(" OR ".join(f"({h} >= {lo} AND {h} < {hi})" for lo, hi in ranges) or "FALSE")
     return " AND ".join(f"({t})" for t in terms) if terms else None
 
 
