@@ -19,6 +19,7 @@ from skyshard.catalog.director_index import DirectorIndex
 from skyshard.catalog.model import CatalogMeta, TableInfo
 from skyshard.dispatch.local import LocalExecutor
 from skyshard.engine.duck import Engine
+from skyshard.errors import UserError
 from skyshard.sql.analyze import KeyConstraint
 from skyshard.sql import metadata
 from skyshard.sql.parse import parse
@@ -54,9 +55,20 @@ class Database:
     def plan(self, sql: str, tree=None) -> QueryPlan:
         return plan(sql, self.meta, self.root, self._lookup_keys, tree=tree)
 
-    def sql(self, sql: str, *, max_rows: int | None = None) -> pa.Table:
-        """Run one SELECT (or SHOW/DESCRIBE); an Arrow table with the user's column names."""
-        tree = parse(sql, metadata=True)
+    def sql(self, sql: str, *, max_rows: int | None = None, dialect: str = "qserv") -> pa.Table:
+        """Run one SELECT (or SHOW/DESCRIBE); an Arrow table with the user's column names.
+
+        ``dialect`` is ``"qserv"`` (MySQL as Qserv users write it) or ``"adql"`` (ADQL 2.1:
+        TOP, CONTAINS/INTERSECTS with POINT, CIRCLE, BOX, POLYGON, DISTANCE, ...).
+        """
+        if dialect == "adql":
+            from skyshard.sql.adql import parse_adql
+
+            tree = parse_adql(sql)
+        elif dialect == "qserv":
+            tree = parse(sql, metadata=True)
+        else:
+            raise UserError(f"unknown dialect {dialect!r} (qserv or adql)")
         if metadata.is_metadata_statement(tree):
             return metadata.answer(tree, self.meta)
         counted = metadata.stored_count(tree, self.meta)
