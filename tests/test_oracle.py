@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import assert_same_rows
+from same_rows import assert_same_rows
 from skyshard.sql.analyze import analyze
 from skyshard.sql.dialect import to_duckdb
 from skyshard.sql.parse import parse

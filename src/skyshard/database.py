@@ -17,6 +17,7 @@ import pyarrow as pa
 from skyshard.catalog import hats_source, model
 from skyshard.catalog.director_index import DirectorIndex
 from skyshard.catalog.model import CatalogMeta, TableInfo
+from skyshard.dispatch.executor import Executor
 from skyshard.dispatch.local import LocalExecutor
 from skyshard.engine.duck import Engine
 from skyshard.errors import UserError
@@ -28,10 +29,16 @@ from skyshard.storage import layout
 
 
 class Database:
-    """A catalog opened for queries. Thread-safe; one DuckDB per instance."""
+    """A catalog opened for queries. Thread-safe; one DuckDB per instance.
+
+    ``workers=N`` runs queries on a new local Dask cluster of N processes,
+    ``scheduler="tcp://host:8786"`` on an existing Dask cluster (shared storage: every
+    worker reads the catalog at the same path); ``close()`` releases it.
+    """
 
     def __init__(self, root: str | os.PathLike, *, fragment_partitions: int | None = None,
-                 threads: int | None = None, memory_limit: str | None = None) -> None:
+                 threads: int | None = None, memory_limit: str | None = None,
+                 workers: int | None = None, scheduler: str | None = None) -> None:
         self.root = Path(root).resolve()
         if (self.root / layout.CATALOG_META).exists():
             self.meta: CatalogMeta = model.load(self.root)
@@ -45,8 +52,31 @@ class Database:
         self.engine = Engine(sorted(dirs), threads=threads, memory_limit=memory_limit)
         self._indexes: dict[str, DirectorIndex | None] = {}
         self._lock = threading.Lock()
-        self.executor = LocalExecutor(self.engine, fragment_partitions=fragment_partitions,
-                                      threads=threads or 2)
+        self.executor: Executor
+        if workers is not None or scheduler is not None:
+            try:
+                from skyshard.dispatch.dask_executor import DaskExecutor
+            except ImportError as exc:
+                raise UserError("workers and scheduler need Dask: "
+                                "pip install 'dask[distributed]'") from exc
+            self.executor = DaskExecutor(self.root, workers=workers, scheduler=scheduler,
+                                         fragment_partitions=fragment_partitions,
+                                         data_dirs=sorted(dirs), engine=self.engine)
+        else:
+            self.executor = LocalExecutor(self.engine, fragment_partitions=fragment_partitions,
+                                          threads=threads or 2)
+
+    def close(self) -> None:
+        """Release the executor's cluster (a local cluster is stopped); idempotent."""
+        close = getattr(self.executor, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def tables(self) -> dict[str, TableInfo]:

@@ -84,7 +84,12 @@ class SqlSyntaxError(SqlError):
 
 
 class UnknownNameError(SqlError):
-    """A table or column that does not exist in the catalog."""
+    """A table or column that does not exist in the catalog; ``kind`` says which."""
+
+    def __init__(self, message: str, *, kind: str | None = None, line: int | None = None,
+                 column: int | None = None, sql: str | None = None) -> None:
+        super().__init__(message, line=line, column=column, sql=sql)
+        self.kind = kind
 
 
 class UnsupportedQueryError(SqlError):

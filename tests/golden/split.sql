@@ -3,7 +3,7 @@ SELECT COUNT(*) FROM Object
 -- parallel:
 SELECT COUNT(*) AS _a0 FROM Object
 -- merge:
-SELECT COALESCE(SUM(_a0), 0) AS _c0 FROM partials
+SELECT CAST(COALESCE(SUM(_a0), 0) AS BIGINT) AS _c0 FROM partials
 
 -- title: avg with group by and order by alias
 SELECT kind, AVG(gMag) AS g FROM Object GROUP BY kind ORDER BY g DESC
@@ -66,7 +66,7 @@ SELECT o.kind, COUNT(*) FROM Object o JOIN Source s ON o.objectId = s.objectId G
 -- parallel:
 SELECT o.kind AS _g0, COUNT(*) AS _a0 FROM Object AS o JOIN Source AS s ON o.objectId = s.objectId GROUP BY o.kind
 -- merge:
-SELECT _g0 AS _c0, COALESCE(SUM(_a0), 0) AS _c1 FROM partials GROUP BY _g0
+SELECT _g0 AS _c0, CAST(COALESCE(SUM(_a0), 0) AS BIGINT) AS _c1 FROM partials GROUP BY _g0
 
 -- title: MySQL integer division and logical operators
 SELECT nEpochs DIV 3, nEpochs / 3 FROM Object WHERE gMag < 20 || rMag > 23 && flags = 1
@@ -80,4 +80,4 @@ SELECT MAX(gMag) - MIN(gMag) AS spread, SUM(nEpochs) / COUNT(*) FROM Object
 -- parallel:
 SELECT MAX(gMag) AS _a0, MIN(gMag) AS _a1, SUM(nEpochs) AS _a2, COUNT(*) AS _a3 FROM Object
 -- merge:
-SELECT MAX(_a0) - MIN(_a1) AS _c0, SUM(_a2) / NULLIF(COALESCE(SUM(_a3), 0), 0) AS _c1 FROM partials
+SELECT MAX(_a0) - MIN(_a1) AS _c0, SUM(_a2) / NULLIF(CAST(COALESCE(SUM(_a3), 0) AS BIGINT), 0) AS _c1 FROM partials

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import assert_same_rows
+from same_rows import assert_same_rows
 from skyshard.errors import SqlSyntaxError, UnsupportedQueryError
 
 PAIRS = [

@@ -102,7 +102,7 @@ def bind_tables(a: Analysis) -> None:
         except Exception:
             line, column = _position(table.this)
             raise UnknownNameError(
-                f"no table {table.name!r} in catalog {a.catalog.name!r} "
+                kind="table", message=f"no table {table.name!r} in catalog {a.catalog.name!r} "
                 f"(tables: {', '.join(sorted(a.catalog.tables)) or 'none'})",
                 line=line, column=column, sql=a.sql) from None
         a.refs.append(TableRef(table.alias_or_name, info, table, id(table) in outer_tables))
@@ -266,14 +266,16 @@ def check_columns(a: Analysis) -> None:
             try:
                 ref = a.ref(col.table)
             except KeyError:
-                raise UnknownNameError(f"no table or alias {col.table!r} in FROM", line=line,
+                raise UnknownNameError(f"no table or alias {col.table!r} in FROM", kind="table",
+                                       line=line,
                                        column=column, sql=a.sql) from None
             if name not in (c.lower() for c in ref.info.column_names):
                 if name in PSEUDO_COLUMNS and ref.info.is_partitioned:
                     a.pseudo.setdefault(ref.alias, set()).add(PSEUDO_COLUMNS[name])
                     continue
                 raise UnknownNameError(
-                    f"no column {col.name!r} in table {ref.info.name}", line=line, column=column,
+                    f"no column {col.name!r} in table {ref.info.name}", kind="column",
+                    line=line, column=column,
                     sql=a.sql)
         elif not subquery_names and name not in aliases and not any(
                 name in (c.lower() for c in r.info.column_names) for r in refs):
@@ -282,7 +284,8 @@ def check_columns(a: Analysis) -> None:
                 a.pseudo.setdefault(owners[0].alias, set()).add(PSEUDO_COLUMNS[name])
                 continue
             tables = ", ".join(r.info.name for r in refs) or "the FROM clause"
-            raise UnknownNameError(f"no column {col.name!r} in {tables}", line=line, column=column,
+            raise UnknownNameError(f"no column {col.name!r} in {tables}", kind="column",
+                                   line=line, column=column,
                                    sql=a.sql)
 
 
@@ -323,7 +326,7 @@ def _ref_by_alias(a: Analysis, alias: str) -> TableRef:
     try:
         return a.ref(alias)
     except KeyError:
-        raise UnknownNameError(f"no table {alias!r} in the FROM clause", sql=a.sql) from None
+        raise UnknownNameError(f"no table {alias!r} in the FROM clause", kind="table", sql=a.sql) from None
 
 
 def _conjuncts(e: exp.Expression | None) -> list[exp.Expression]:

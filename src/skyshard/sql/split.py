@@ -148,7 +148,9 @@ class _Aggregates:
         arg = agg.this
         if isinstance(agg, exp.Count):
             p = self.add(agg.copy())
-            return exp.func("COALESCE", exp.func("SUM", p), exp.Literal.number(0))
+            # SUM of BIGINT is HUGEINT in DuckDB: cast back so the type is COUNT's own.
+            return exp.cast(exp.func("COALESCE", exp.func("SUM", p), exp.Literal.number(0)),
+                            "BIGINT")
         if isinstance(agg, (exp.Sum, exp.Min, exp.Max)):
             p = self.add(agg.copy())
             return type(agg)(this=p)

@@ -1,0 +1,188 @@
+"""Server configuration: where to listen, who may connect, and the query limits.
+
+A TOML file (all keys optional; command-line options override it)::
+
+    catalog = "/data/lsst"
+    host = "127.0.0.1"
+    mysql_port = 4040
+    http_port = 8080
+    database = "LSST"            # the name clients USE (default: the catalog's name)
+    results_dir = "/var/tmp/skyshard-results"
+    allow_anonymous = false
+
+    [users]                      # MySQL (mysql_native_password) and HTTP Basic
+    alice = "secret"             # a password, or MySQL's "*<SHA1(SHA1(password))>"
+
+    [tokens]                     # HTTP bearer tokens: user = token
+    alice = "kJ3v...Q"
+
+    [limits]
+    timeout_s = 600              # per query, from the start of execution
+    max_rows = 1000000           # rows in one result
+    max_result_bytes = 536870912 # Arrow bytes of one result
+    max_concurrent = 4           # queries executing at once; the others are QUEUED
+    max_queued = 100
+    memory_results_bytes = 268435456  # results kept in memory, above that spilled to Parquet
+    result_ttl_s = 3600          # async results are deleted after this
+    history = 1000               # finished queries remembered
+
+Secrets are kept hashed (passwords as MySQL's double SHA1, tokens as SHA-256) and never
+appear in ``describe()``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from skyshard.service.errors import ConfigError
+
+ANONYMOUS = "anonymous"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one query, and the server as a whole, may use."""
+
+    timeout_s: float = 600.0
+    max_rows: int = 1_000_000
+    max_result_bytes: int = 512 * 2**20
+    max_concurrent: int = 4
+    max_queued: int = 100
+    memory_results_bytes: int = 256 * 2**20
+    result_ttl_s: float = 3600.0
+    history: int = 1000
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Users (double-SHA1 password hashes) and bearer tokens (SHA-256 -> user)."""
+
+    passwords: dict[str, str] = field(default_factory=dict)
+    tokens: dict[str, str] = field(default_factory=dict)
+    allow_anonymous: bool = False
+
+    def password_hash(self, user: str) -> str | None:
+        """MySQL's ``SHA1(SHA1(password))`` in hex, for mysql_native_password."""
+        return self.passwords.get(user)
+
+    def check_password(self, user: str, password: str) -> bool:
+        want = self.passwords.get(user)
+        return want is not None and hmac.compare_digest(want, password_hash(password))
+
+    def user_of_token(self, token: str) -> str | None:
+        return self.tokens.get(hashlib.sha256(token.encode()).hexdigest())
+
+    @property
+    def required(self) -> bool:
+        return not self.allow_anonymous
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    catalog: Path
+    host: str = "127.0.0.1"
+    mysql_port: int = 4040
+    http_port: int = 8080
+    database: str | None = None
+    results_dir: Path | None = None
+    credentials: Credentials = field(default_factory=Credentials)
+    limits: Limits = field(default_factory=Limits)
+
+    def describe(self) -> str:
+        """One line for the log: no secrets, only how many."""
+        c = self.credentials
+        users = ", ".join(sorted(c.passwords)) or "none"
+        return (f"users: {users}; {len(c.tokens)} token(s); "
+                f"anonymous {'allowed' if c.allow_anonymous else 'refused'}")
+
+
+def password_hash(password: str) -> str:
+    """MySQL's stored form of a password: hex ``SHA1(SHA1(password))``."""
+    return hashlib.sha1(hashlib.sha1(password.encode()).digest()).hexdigest()
+
+
+def _stored_password(value: str) -> str:
+    if value.startswith("*") and len(value) == 41:
+        try:
+            bytes.fromhex(value[1:])
+            return value[1:].lower()
+        except ValueError:
+            pass
+    return password_hash(value)
+
+
+def load(path: str | Path | None = None, *, catalog: str | Path | None = None,
+         host: str | None = None, mysql_port: int | None = None,
+         http_port: int | None = None, users: Sequence[str] = (), tokens: Sequence[str] = (),
+         allow_anonymous: bool = False, results_dir: str | Path | None = None,
+         limits: dict | None = None) -> ServiceConfig:
+    """The file at ``path`` (if any) with the command-line values on top.
+
+    ``users`` are ``NAME:PASSWORD``; ``tokens`` are ``TOKEN`` (owned by user ``token``)
+    or ``NAME:TOKEN``.
+    """
+    data: dict = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+    known = {"catalog", "host", "mysql_port", "http_port", "database", "results_dir",
+             "allow_anonymous", "users", "tokens", "limits"}
+    _no_unknown(data, known, str(path))
+    passwords = {str(k): _stored_password(str(v)) for k, v in data.get("users", {}).items()}
+    token_map = {_token_hash(str(v)): str(k) for k, v in data.get("tokens", {}).items()}
+    for spec in users:
+        name, sep, password = spec.partition(":")
+        if not sep or not name:
+            raise ConfigError("--user takes NAME:PASSWORD")
+        passwords[name] = _stored_password(password)
+    for spec in tokens:
+        name, sep, token = spec.partition(":")
+        name, token = (name, token) if sep else ("token", spec)
+        if not token:
+            raise ConfigError("--token takes TOKEN or NAME:TOKEN")
+        token_map[_token_hash(token)] = name
+    lim = dict(data.get("limits", {}))
+    lim.update({k: v for k, v in (limits or {}).items() if v is not None})
+    _no_unknown(lim, {f.name for f in fields(Limits)}, "[limits]")
+    try:
+        limit_values = replace(Limits(), **{k: type(getattr(Limits(), k))(v)
+                                            for k, v in lim.items()})
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"[limits]: {exc}") from exc
+    root = catalog if catalog is not None else data.get("catalog")
+    if root is None:
+        raise ConfigError("no catalog: give --catalog DIR or catalog = ... in the config file")
+    creds = Credentials(passwords, token_map,
+                        allow_anonymous or bool(data.get("allow_anonymous", False)))
+    if creds.required and not passwords and not token_map:
+        raise ConfigError("no users or tokens: give --user NAME:PASSWORD, --token TOKEN "
+                          "or [users]/[tokens] in the config file, or --allow-anonymous")
+    out_dir = results_dir if results_dir is not None else data.get("results_dir")
+    return ServiceConfig(
+        catalog=Path(root),
+        host=host or data.get("host", "127.0.0.1"),
+        mysql_port=int(mysql_port if mysql_port is not None else data.get("mysql_port", 4040)),
+        http_port=int(http_port if http_port is not None else data.get("http_port", 8080)),
+        database=data.get("database"),
+        results_dir=Path(out_dir) if out_dir else None,
+        credentials=creds,
+        limits=limit_values,
+    )
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _no_unknown(data: dict, known: set[str], where: str) -> None:
+    extra = sorted(set(data) - known)
+    if extra:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(extra)} "
+                          f"(known: {', '.join(sorted(known))})")

@@ -1,0 +1,140 @@
+"""Both front ends on one query service, in one asyncio loop.
+
+``Server(config).run()`` serves until SIGINT/SIGTERM, then closes both front ends, cancels
+pending queries and deletes stored results (the ``skyshard serve`` command);
+``Server(config).start()`` serves from a background thread and returns once both ports
+listen (tests, notebooks); ``stop()`` ends it. Port 0 picks a free port; ``mysql_port``
+and ``http_port`` are the ones bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import uvicorn
+from mysql_mimic.errors import MysqlError
+
+from skyshard.service.config import ServiceConfig
+from skyshard.service.http import create_app
+from skyshard.service.mysql import MysqlFrontend
+from skyshard.service.queries import QueryService
+
+log = logging.getLogger("skyshard.service")
+
+
+class _QuietMimic(logging.Filter):
+    """mysql-mimic logs every error it sends at ERROR; the query service already logs
+    each query's outcome, so those are dropped (its own failures are kept)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not isinstance(record.msg, MysqlError)
+
+
+def _quiet_mimic() -> None:
+    mimic = logging.getLogger("mysql_mimic")
+    if mimic.level == logging.NOTSET:
+        mimic.setLevel(logging.WARNING)  # not a line per connection
+    connection = logging.getLogger("mysql_mimic.connection")
+    if not any(isinstance(f, _QuietMimic) for f in connection.filters):
+        connection.addFilter(_QuietMimic())
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling: ``Server`` stops both front ends."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class Server:
+    def __init__(self, config: ServiceConfig, db: Any = None) -> None:
+        import skyshard
+
+        _quiet_mimic()
+        pa.table({"x": [0]})  # pyarrow imports pandas on first use: at start, not in a query
+        self.config = config
+        self.db = db if db is not None else skyshard.open(config.catalog)
+        self.database = config.database or self.db.meta.name
+        self.service = QueryService(self.db, config.limits, results_dir=config.results_dir)
+        self.mysql = MysqlFrontend(self.service, config.credentials, database=self.database)
+        self.app = create_app(self.service, config.credentials, database=self.database)
+        self.mysql_port: int | None = None
+        self.http_port: int | None = None
+        self._http: uvicorn.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+
+    def run(self) -> None:
+        """Serve in this thread until interrupted."""
+        asyncio.run(self._serve())
+
+    def start(self, timeout: float = 30.0) -> Server:
+        """Serve from a background thread; return when both ports listen."""
+        def target() -> None:
+            try:
+                asyncio.run(self._serve())
+            except BaseException as exc:  # noqa: BLE001 - reported to start()
+                self._failure = exc
+                self._ready.set()
+
+        self._thread = threading.Thread(target=target, name="skyshard-server", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout) or self._failure is not None:
+            raise RuntimeError("the server did not start") from self._failure
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._http is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(setattr, self._http, "should_exit", True)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        log.info("%s: stopping", sig.name)
+        if self._http is not None:
+            self._http.should_exit = True
+
+    async def _serve(self) -> None:
+        cfg = self.config
+        self._loop = asyncio.get_running_loop()
+        self.mysql_port = await self.mysql.start(cfg.host, cfg.mysql_port)
+        sock = socket.socket(socket.AF_INET6 if ":" in cfg.host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((cfg.host, cfg.http_port))
+        self.http_port = sock.getsockname()[1]
+        self._http = _Uvicorn(uvicorn.Config(
+            self.app, log_level="warning", lifespan="off", access_log=False))
+        log.info("catalog %s (database %r, %d tables)", self.db.root, self.database,
+                 len(self.db.tables))
+        log.info("MySQL protocol on %s:%d", cfg.host, self.mysql_port)
+        log.info("HTTP on http://%s:%d (API description at /openapi.json)",
+                 cfg.host, self.http_port)
+        log.info("%s", cfg.describe())
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._loop.add_signal_handler(sig, self._on_signal, sig)
+        serving = asyncio.create_task(self._http.serve(sockets=[sock]))
+        try:
+            while not self._http.started:
+                if serving.done():
+                    await serving  # raises why it could not start
+                    raise RuntimeError("the HTTP server stopped while starting")
+                await asyncio.sleep(0.01)
+            self._ready.set()
+            await serving
+        finally:
+            await self.mysql.close()
+            self.service.close()
+            sock.close()
+            log.info("stopped")
