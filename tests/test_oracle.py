@@ -209,3 +209,13 @@ def queries(draw):
 def test_generated(sky_db, sky_db_split, oracle, q):
     sql, ordered = q
     check(sky_db, sky_db_split, oracle, sql, ordered=ordered)
+
+
+def test_like_follows_mysql(sky_db):
+    """LIKE ignores case (MySQL's default collations) and reads numbers as text."""
+    assert sky_db.sql("SELECT COUNT(*) AS n FROM Object WHERE kind LIKE 'QSO'").column(0)[0].as_py() == \
+        sky_db.sql("SELECT COUNT(*) AS n FROM Object WHERE kind = 'qso'").column(0)[0].as_py() > 0
+    n = sky_db.sql("SELECT COUNT(*) FROM Object WHERE kind NOT LIKE 'Q%'").column(0)[0].as_py()
+    assert n == sky_db.sql("SELECT COUNT(*) FROM Object WHERE kind <> 'qso'").column(0)[0].as_py()
+    assert sky_db.sql("SELECT COUNT(*) FROM Object WHERE nEpochs LIKE '1%'").column(0)[0].as_py() == \
+        sky_db.sql("SELECT COUNT(*) FROM Object WHERE nEpochs = 1 OR nEpochs BETWEEN 10 AND 19").column(0)[0].as_py()

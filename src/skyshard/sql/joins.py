@@ -97,8 +97,10 @@ def classify(a) -> JoinGraph:
             terms += _conjuncts(j.args["on"])
         for ident in j.args.get("using") or []:
             right = _ref_of_table(a, j.this)
+            if right is None or not right.info.is_partitioned:
+                continue
             for left in a.outer_refs:
-                if left is right or right is None or not left.info.is_partitioned:
+                if left is right or not left.info.is_partitioned:
                     continue
                 if ident.name.lower() in (c.lower() for c in left.info.column_names):
                     _link_columns(graph, left, ident.name, right, ident.name)

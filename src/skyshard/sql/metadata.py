@@ -17,7 +17,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 from skyshard.catalog.model import CatalogMeta, TableInfo
-from skyshard.errors import UnsupportedQueryError
+from skyshard.errors import CatalogError, UnknownNameError, UnsupportedQueryError
 
 _ARROW_TO_MYSQL = {
     "int8": "tinyint(4)", "int16": "smallint(6)", "int32": "int(11)", "int64": "bigint(20)",
@@ -35,20 +35,27 @@ def is_metadata_statement(tree: exp.Expression) -> bool:
 
 def answer(tree: exp.Expression, catalog: CatalogMeta) -> pa.Table:
     if isinstance(tree, exp.Describe):
-        return columns_of(catalog.table(tree.this.name if isinstance(tree.this, exp.Table)
-                                        else tree.this.sql()))
+        return columns_of(_table(catalog, tree.this))
     kind = str(tree.this).upper()
     if kind == "TABLES":
         name = f"Tables_in_{catalog.name}"
         return pa.table({name: sorted(catalog.tables)})
     if kind == "COLUMNS":
-        target = tree.args.get("target")
-        name = target.name if isinstance(target, exp.Expression) else str(target)
         like = tree.args.get("like")
         pattern = like.name if isinstance(like, exp.Expression) else None
-        return columns_of(catalog.table(name), like=pattern)
+        return columns_of(_table(catalog, tree.args.get("target")), like=pattern)
     raise UnsupportedQueryError(f"SHOW {kind} is not supported", construct=f"SHOW {kind}",
                                 suggestion="SHOW TABLES, SHOW COLUMNS FROM t and DESCRIBE t are")
+
+
+def _table(catalog: CatalogMeta, target: object) -> TableInfo:
+    name = target.name if isinstance(target, exp.Expression) else str(target)
+    try:
+        return catalog.table(name)
+    except CatalogError:
+        raise UnknownNameError(
+            f"no table {name!r} in catalog {catalog.name!r} "
+            f"(tables: {', '.join(sorted(catalog.tables)) or 'none'})", kind="table") from None
 
 
 def columns_of(info: TableInfo, like: str | None = None) -> pa.Table:
