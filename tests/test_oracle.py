@@ -93,6 +93,9 @@ CASES = [
     "SELECT a.objectId, COUNT(*) FROM Object a, Object b "
     "WHERE scisql_s2PtInCircle(b.ra, b.decl, a.ra, a.decl, 0.012) = 1 AND a.objectId <> b.objectId "
     "GROUP BY a.objectId ORDER BY a.objectId",
+    # partitioned tables linked through a replicated table (as a match table links two directors)
+    "SELECT COUNT(*) FROM Object a JOIN Filter f ON a.flags = f.filterId "
+    "JOIN Source s ON s.filterId = f.filterId WHERE a.objectId < 2000000 AND s.sourceId < 100",
     # equality join of partitioned tables on other columns than the key: one statement
     "SELECT COUNT(*) FROM Object a JOIN Source s ON a.nEpochs = s.filterId WHERE a.objectId = {oid}",
 ]

@@ -92,30 +92,37 @@ def classify(a) -> JoinGraph:
     where = outer.args.get("where")
     if where is not None:
         terms += _conjuncts(where.this)
+    # Equality of columns of any two tables (replicated ones included) connects them: a
+    # match table joined to two directors links those directors.
+    connections: list[tuple[str, str]] = []
     for j in outer.args.get("joins") or []:
         if j.args.get("on") is not None:
             terms += _conjuncts(j.args["on"])
+        right = _ref_of_table(a, j.this)
         for ident in j.args.get("using") or []:
-            right = _ref_of_table(a, j.this)
-            if right is None or not right.info.is_partitioned:
+            if right is None:
                 continue
             for left in a.outer_refs:
-                if left is right or not left.info.is_partitioned:
+                if left is right or ident.name.lower() not in (
+                        c.lower() for c in left.info.column_names):
                     continue
-                if ident.name.lower() in (c.lower() for c in left.info.column_names):
+                connections.append((left.alias.lower(), right.alias.lower()))
+                if left.info.is_partitioned and right.info.is_partitioned:
                     _link_columns(graph, left, ident.name, right, ident.name)
     for term in terms:
         if isinstance(term, exp.EQ) and isinstance(term.this, exp.Column) \
                 and isinstance(term.expression, exp.Column):
             rl, rr = _resolve_column(a, term.this), _resolve_column(a, term.expression)
-            if rl and rr and rl is not rr and rl.info.is_partitioned and rr.info.is_partitioned:
-                _link_columns(graph, rl, term.this.name, rr, term.expression.name)
+            if rl and rr and rl is not rr:
+                connections.append((rl.alias.lower(), rr.alias.lower()))
+                if rl.info.is_partitioned and rr.info.is_partitioned:
+                    _link_columns(graph, rl, term.this.name, rr, term.expression.name)
             continue
         nn = _near_neighbour(a, term, _const, _resolve_column)
         if nn is not None:
             graph.near.append(nn)
     _add_dec_bands(a, outer, graph)
-    _refuse_cross_products(a, parts, graph)
+    _refuse_cross_products(a, parts, graph, connections)
     return graph
 
 
@@ -203,11 +210,11 @@ def _add_dec_bands(a, outer: exp.Select, graph: JoinGraph) -> None:
         outer.set("where", exp.Where(this=cond))
 
 
-def _refuse_cross_products(a, parts, graph: JoinGraph) -> None:
-    linked = {frozenset(p) for p in graph.key_links + graph.equality_links}
+def _refuse_cross_products(a, parts, graph: JoinGraph, connections) -> None:
+    linked = {frozenset(p) for p in graph.key_links + graph.equality_links + connections}
     linked |= {frozenset((n.left, n.right)) for n in graph.near}
     names = [r.alias.lower() for r in parts]
-    parent = {n: n for n in names}
+    parent = {r.alias.lower(): r.alias.lower() for r in a.outer_refs}
 
     def find(x):
         while parent[x] != x:
