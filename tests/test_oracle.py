@@ -93,6 +93,8 @@ CASES = [
     "SELECT a.objectId, COUNT(*) FROM Object a, Object b "
     "WHERE scisql_s2PtInCircle(b.ra, b.decl, a.ra, a.decl, 0.012) = 1 AND a.objectId <> b.objectId "
     "GROUP BY a.objectId ORDER BY a.objectId",
+    # a cross product made small by id lookups on both sides
+    "SELECT o1.ra, o2.ra FROM Object o1, Object o2 WHERE o1.objectId = {oid} AND o2.objectId = {oid2}",
     # partitioned tables linked through a replicated table (as a match table links two directors)
     "SELECT COUNT(*) FROM Object a JOIN Filter f ON a.flags = f.filterId "
     "JOIN Source s ON s.filterId = f.filterId WHERE a.objectId < 2000000 AND s.sourceId < 100",

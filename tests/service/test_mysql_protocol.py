@@ -115,7 +115,7 @@ def test_what_clients_send_on_connect(connect):
     ("SELECT objectId\nFROM Object\nWHERE nope = 1", 1054, "(line 3, column 7)"),
     ("SELECT * FROM Nowhere", 1146, "no table 'Nowhere'"),
     ("SELECT objectId FROM Object WHERE (", 1064, "line 1"),
-    ("SELECT * FROM Object a, Object b WHERE a.ra < b.ra", 1235, "cross product"),
+    ("SELECT * FROM Object WHERE ra < 1 OR qserv_areaspec_box(0, 0, 1, 1)", 1235, "top-level AND"),
     ("SET @poly = 1", 1235, "user variables"),
     ("SELECT * FROM read_csv('/etc/passwd')", 1227, "read_csv"),
     ("INSERT INTO Filter VALUES (9, 'q', 1.0)", 1227, "INSERT"),

@@ -79,7 +79,8 @@ class TableSpec:
 
 @dataclass(frozen=True)
 class Query:
-    """One query file in its two forms."""
+    """One query file in its two forms. ``{DBTAG_A}`` is replaced by the case's database
+    name in the Qserv form, and left for the reference database to fill in."""
 
     case: str
     name: str  # file name without .sql
@@ -378,7 +379,7 @@ def read_query(path: Path, *, case: str, group: str = "", database: str = "") ->
     return Query(
         case=case, name=path.stem, group=group, path=path,
         qserv_sql=_finish("\n".join(qserv)).replace("{DBTAG_A}", tag),
-        reference_sql=_finish("\n".join(reference)).replace("{DBTAG_A}", tag),
+        reference_sql=_finish("\n".join(reference)),
         pragmas=pragmas,
     )
 

@@ -15,9 +15,10 @@ backslash-newline continuations, raw binary bytes). Bytes go in unconverted
 :mod:`skyshard.itest.scisql` installed in the case's database.
 
 Values come back through PyMySQL's text protocol: DOUBLE as ``float`` (MariaDB prints
-the shortest exact form), FLOAT and DECIMAL as ``decimal.Decimal`` of the printed text
-(MariaDB prints FLOAT with 6 significant digits; :mod:`skyshard.itest.compare` uses the
-printed precision), BIT as ``bytes``.
+the shortest exact form) unless MariaDB printed it with a fixed number of decimals,
+FLOAT and DECIMAL as ``decimal.Decimal`` of the printed text (MariaDB prints FLOAT with
+6 significant digits; :mod:`skyshard.itest.compare` uses the printed precision), BIT as
+``bytes``.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ from __future__ import annotations
 import atexit
 import getpass
 import gzip
+import math
 import os
 import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -37,12 +40,13 @@ from typing import Any
 
 from skyshard.errors import ExternalError
 from skyshard.itest.case import Case, TableSpec, split_statements
-from skyshard.itest.scisql import FUNCTIONS, rewrite_polygons
+from skyshard.itest.scisql import FUNCTIONS, rewrite_for_mariadb
 
 __all__ = ["LoadedTable", "ReferenceResult", "ReferenceServer", "mariadb_available"]
 
 INSTALL_HINT = "install mariadb-server (apt-get install -y mariadb-server mariadb-client)"
 STATEMENT_SECONDS = 120
+DATABASE_TAG = "{DBTAG_A}"
 _START_SECONDS = 60
 
 
@@ -60,11 +64,13 @@ def mariadb_available() -> bool:
 
 @dataclass(frozen=True)
 class ReferenceResult:
-    """Rows of one reference query; ``types`` are MySQL field type codes."""
+    """Rows of one reference query; ``types`` are MySQL field type codes (None when
+    unknown, as for stored expected results)."""
 
     columns: list[str]
-    types: list[int]
+    types: list[int | None]
     rows: list[tuple]
+    scales: list[int | None] | None = None  # digits after the point of DECIMAL columns
 
 
 @dataclass
@@ -287,6 +293,28 @@ class ReferenceDatabase:
             plain.unlink(missing_ok=True)
         return LoadedTable(spec.name, rows, warnings)
 
+    def column_names(self, sql: str) -> list[str]:
+        """The column names MariaDB gives the answer to ``sql`` as written (sciSQL calls
+        not inlined), without computing its rows."""
+        import pymysql
+
+        text = rewrite_for_mariadb(sql.replace(DATABASE_TAG, f"`{self.name}`."), inline=False)
+        names: list[str] = []
+        try:
+            with self._connection().cursor() as cur:
+                cur.execute("SET SESSION sql_select_limit = 0")
+                try:
+                    for statement in split_statements(text):
+                        cur.execute(statement)
+                        if cur.description is not None:
+                            names = [d[0] for d in cur.description]
+                            cur.fetchall()
+                finally:
+                    cur.execute("SET SESSION sql_select_limit = DEFAULT")
+        except pymysql.err.MySQLError as exc:
+            raise ExternalError(f"MariaDB error: {exc}") from None
+        return names
+
     def run(self, sql: str) -> ReferenceResult:
         """Rows of the last statement of ``sql`` that returns rows."""
         import pymysql
@@ -294,16 +322,14 @@ class ReferenceDatabase:
         result: ReferenceResult | None = None
         try:
             with self._connection().cursor() as cur:
-                for statement in split_statements(rewrite_polygons(sql)):
+                text = rewrite_for_mariadb(sql.replace(DATABASE_TAG, f"`{self.name}`."))
+                for statement in split_statements(text):
                     cur.execute(statement)
                     if cur.description is not None:
-                        result = ReferenceResult(
-                            columns=[d[0] for d in cur.description],
-                            types=[d[1] for d in cur.description],
-                            rows=list(cur.fetchall()),
-                        )
+                        result = _result(cur.description, list(cur.fetchall()))
         except pymysql.err.MySQLError as exc:
-            code, message = (exc.args + ("",))[:2] if exc.args else ("", str(exc))
+            code = exc.args[0] if exc.args else ""
+            message = exc.args[1] if len(exc.args) > 1 else str(exc)
             raise ExternalError(f"MariaDB error {code}: {message}") from None
         if result is None:
             raise ExternalError("MariaDB returned no rows for any statement")
@@ -312,3 +338,21 @@ class ReferenceDatabase:
 
 def _quote(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+_FIELD_DOUBLE = 5
+_NOT_FIXED_DEC = 31  # MySQL: "no fixed number of decimals"
+
+
+def _result(description: Sequence[tuple], rows: list[tuple]) -> ReferenceResult:
+    """Rows with DOUBLE values printed with fixed decimals (``STDDEV`` with 4, ``PI()``
+    with 6) turned back into the ``Decimal`` of their text, so that they are compared
+    at their printed precision like DECIMAL values."""
+    fixed = [i for i, d in enumerate(description)
+             if d[1] == _FIELD_DOUBLE and d[5] is not None and d[5] < _NOT_FIXED_DEC]
+    if fixed:
+        quantum = {i: Decimal(1).scaleb(-description[i][5]) for i in fixed}
+        rows = [tuple(Decimal(v).quantize(quantum[i]) if i in quantum and isinstance(v, float)
+                      and math.isfinite(v) else v for i, v in enumerate(row)) for row in rows]
+    return ReferenceResult(columns=[d[0] for d in description], types=[d[1] for d in description],
+                           rows=rows, scales=[d[5] for d in description])

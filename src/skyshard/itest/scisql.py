@@ -12,13 +12,14 @@ Stored functions cannot take a variable number of arguments, so a polygon given 
 by vertex, ``scisql_s2PtInCPoly(ra, dec, v1ra, v1dec, ...)``, is rewritten to pass its
 vertices as one ``JSON_ARRAY(...)``; ``scisql_s2CPolyToBin(...)`` becomes that same JSON
 array (our stand-in for sciSQL's binary polygon, which only these two functions read).
+``scisql_fluxToAbMag`` and ``scisql_angSep`` are inlined as expressions for speed.
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["FUNCTIONS", "rewrite_polygons"]
+__all__ = ["FUNCTIONS", "rewrite_for_mariadb"]
 
 _FLUX_TO_AB_MAG = """
 CREATE FUNCTION scisql_fluxToAbMag(flux DOUBLE) RETURNS DOUBLE DETERMINISTIC NO SQL
@@ -190,16 +191,38 @@ FUNCTIONS: tuple[str, ...] = (
     _FLUX_TO_AB_MAG, _ANG_RED, _ANG_SEP, _PT_IN_BOX, _PT_IN_CIRCLE, _PT_IN_ELLIPSE, _PT_IN_CPOLY,
 )
 
-_CALL = re.compile(r"\b(scisql_s2PtInCPoly|scisql_s2CPolyToBin)\s*\(", re.IGNORECASE)
+_CALL = re.compile(
+    r"\b(scisql_s2PtInCPoly|scisql_s2CPolyToBin|scisql_fluxToAbMag|scisql_angSep)\s*\(",
+    re.IGNORECASE,
+)
 
 
-def rewrite_polygons(sql: str) -> str:
-    """Polygons given vertex by vertex as one ``JSON_ARRAY`` argument.
+_INLINED = ("scisql_fluxtoabmag", "scisql_angsep")
 
-    >>> rewrite_polygons("WHERE scisql_s2PtInCPoly(ra, decl, 1, 2, 3, 4, 5, 6) = 1")
+
+def _ang_sep(lon1: str, lat1: str, lon2: str, lat2: str) -> str:
+    """``scisql_angSep`` as one expression (the stored function's formula)."""
+    x = f"SIN(({lon1} - {lon2}) * PI() / 360)"
+    y = f"SIN(({lat1} - {lat2}) * PI() / 360)"
+    z = f"COS(({lat1} + {lat2}) * PI() / 360)"
+    d2 = f"LEAST(GREATEST(4.0 * ({x} * {x} * ({z} * {z} - {y} * {y}) + {y} * {y}), 0.0), 4.0)"
+    return (f"(CASE WHEN ABS({lat1}) > 90 OR ABS({lat2}) > 90 THEN NULL "
+            f"ELSE LEAST(2.0 * (180 / PI()) * ASIN(SQRT({d2} * 0.25)), 180.0) END)")
+
+
+def rewrite_for_mariadb(sql: str, *, inline: bool = True) -> str:
+    """The reference form as MariaDB can run it: ``scisql_fluxToAbMag`` and
+    ``scisql_angSep`` inlined (a stored function costs about 2 us a call, too slow for
+    the self-joins of the unsupported queries), polygons given vertex by vertex passed
+    as one ``JSON_ARRAY``. ``inline=False`` keeps the stored functions (and so the
+    column names MySQL gives to unaliased calls).
+
+    >>> rewrite_for_mariadb("WHERE scisql_s2PtInCPoly(ra, decl, 1, 2, 3, 4, 5, 6) = 1")
     'WHERE scisql_s2PtInCPoly(ra, decl, JSON_ARRAY(1, 2, 3, 4, 5, 6)) = 1'
-    >>> rewrite_polygons("SET @p = scisql_s2CPolyToBin(1, 2, 3, 4, 5, 6)")
+    >>> rewrite_for_mariadb("SET @p = scisql_s2CPolyToBin(1, 2, 3, 4, 5, 6)")
     'SET @p = JSON_ARRAY(1, 2, 3, 4, 5, 6)'
+    >>> rewrite_for_mariadb("SELECT scisql_fluxToAbMag(gFlux_PS)")
+    'SELECT (-2.5 * LOG10((gFlux_PS)) - 48.6)'
     """
     out: list[str] = []
     pos = 0
@@ -207,21 +230,24 @@ def rewrite_polygons(sql: str) -> str:
         if m.start() < pos:
             continue
         args, end = _arguments(sql, m.end())
-        if args is None:
+        if args is None or (not inline and m.group(1).lower() in _INLINED):
             continue
         out.append(sql[pos : m.start()])
-        inner = [rewrite_polygons(a.strip()) for a in args]
-        if m.group(1).lower() == "scisql_s2cpolytobin":
+        inner = [rewrite_for_mariadb(a.strip(), inline=inline) for a in args]
+        name = m.group(1).lower()
+        if name == "scisql_s2cpolytobin":
             out.append(f"JSON_ARRAY({', '.join(inner)})")
-        elif len(inner) > 3:
+        elif name == "scisql_fluxtoabmag" and len(inner) == 1 and inline:
+            out.append(f"(-2.5 * LOG10(({inner[0]})) - 48.6)")
+        elif name == "scisql_angsep" and len(inner) == 4 and inline:
+            out.append(_ang_sep(*(f"({a})" for a in inner)))
+        elif name == "scisql_s2ptincpoly" and len(inner) > 3:
             out.append(f"{m.group(1)}({inner[0]}, {inner[1]}, JSON_ARRAY({', '.join(inner[2:])}))")
         else:
             out.append(f"{m.group(1)}({', '.join(inner)})")
         pos = end
     out.append(sql[pos:])
     return "".join(out)
-
-
 def _arguments(sql: str, start: int) -> tuple[list[str] | None, int]:
     """Top-level comma-separated arguments from ``start`` (after ``(``) to the matching
     ``)``, and the index after it."""

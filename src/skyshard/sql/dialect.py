@@ -37,17 +37,48 @@ class _DuckDBOut(DuckDB):
 
 def to_duckdb(tree: exp.Expression) -> str:
     """Render a tree parsed in the Qserv dialect as DuckDB SQL."""
-    return _DuckDBOut().generate(_mysql_like(tree.copy()), copy=False)
+    return _DuckDBOut().generate(_mysql_semantics(tree.copy()), copy=False)
 
 
-def _mysql_like(tree: exp.Expression) -> exp.Expression:
-    """MySQL's default collations make LIKE ignore case, and LIKE reads numbers as text:
-    ``x LIKE p`` becomes ``CAST(x AS VARCHAR) ILIKE p`` (NOT and ESCAPE kept around it)."""
+_TWO64 = "18446744073709551616"
+
+
+def _unsigned(e: exp.Expression) -> exp.Expression:
+    """``e`` as MySQL's unsigned 64-bit view of it (two's complement), as HUGEINT."""
+    h = exp.cast(e, "HUGEINT", dialect="duckdb")
+    return sqlglot.parse_one(f"((({h.sql('duckdb')}) % {_TWO64} + {_TWO64}) % {_TWO64})",
+                             read="duckdb")
+
+
+def _mysql_semantics(tree: exp.Expression) -> exp.Expression:
+    """Tree rewrites for what the generator cannot express alone.
+
+    - MySQL's default collations make LIKE ignore case, and LIKE reads numbers as text:
+      ``x LIKE p`` becomes ``CAST(x AS VARCHAR) ILIKE p`` (NOT and ESCAPE kept around it).
+    - MySQL's bit operators work on unsigned 64-bit integers: ``-99 << 1`` is
+      18446744073709551418, ``-1 >> 60`` is 15; the results are BIGINT UNSIGNED.
+    """
 
     def fix(node: exp.Expression) -> exp.Expression:
         if isinstance(node, exp.Like):
             return exp.ILike(this=exp.cast(node.this, "VARCHAR"), expression=node.expression,
                              negate=node.args.get("negate"))
+        if isinstance(node, exp.BitwiseLeftShift):
+            shifted = exp.Mod(this=exp.Mul(this=exp.Paren(this=_unsigned(node.this)),
+                                           expression=exp.Paren(this=exp.BitwiseLeftShift(
+                                               this=exp.cast(exp.Literal.number(1), "HUGEINT", dialect="duckdb"),
+                                               expression=node.expression))),
+                              expression=exp.Literal.number(_TWO64))
+            return exp.cast(exp.Paren(this=shifted), "UBIGINT", dialect="duckdb")
+        if isinstance(node, exp.BitwiseRightShift):
+            return exp.cast(exp.Paren(this=exp.BitwiseRightShift(
+                this=exp.Paren(this=_unsigned(node.this)), expression=node.expression)), "UBIGINT", dialect="duckdb")
+        if isinstance(node, (exp.BitwiseAnd, exp.BitwiseOr, exp.BitwiseXor)):
+            op = type(node)(this=exp.Paren(this=_unsigned(node.this)),
+                            expression=exp.Paren(this=_unsigned(node.expression)))
+            return exp.cast(exp.Paren(this=op), "UBIGINT", dialect="duckdb")
+        if isinstance(node, exp.BitwiseNot):
+            return exp.cast(exp.Paren(this=_unsigned(exp.BitwiseNot(this=node.this))), "UBIGINT", dialect="duckdb")
         return node
 
     return tree.transform(fix, copy=False)

@@ -12,8 +12,9 @@ Two partitioned tables of the outermost SELECT may be linked by
 - an **equality link** of other columns (``s.exposureId = e.exposureId``): correct in one
   statement over all partitions (a hash join), but not partition-local.
 
-A pair of partitioned tables with no link at all is a cross product of two huge tables:
-refused, saying what would make it work. Every near-neighbour link also gets the implied
+Partitioned tables with no link at all form a cross product: the planner runs it only
+when the chosen partitions make it small (two id lookups, say) and otherwise refuses it,
+saying what would make it work. Every near-neighbour link also gets the implied
 ``b.dec BETWEEN a.dec - r AND a.dec + r``, which lets DuckDB use a range join.
 
 >>> NearNeighbour("o1", "o2", 0.01, local=True).radius_arcsec
@@ -27,7 +28,6 @@ from dataclasses import dataclass
 from sqlglot import exp
 
 from skyshard.catalog.model import TableKind
-from skyshard.errors import UnsupportedQueryError
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,9 @@ class JoinGraph:
     key_links: list[tuple[str, str]]
     equality_links: list[tuple[str, str]]
     near: list[NearNeighbour]
+    #: groups of partitioned aliases with no join condition between groups: a cross
+    #: product, allowed only when the planner estimates it small (see plan.py)
+    unlinked: list[list[str]] | None = None
 
     def groups(self, aliases: list[str]) -> list[set[str]]:
         """Aliases that must read the same partitions: key links and local near-neighbour
@@ -122,7 +125,7 @@ def classify(a) -> JoinGraph:
         if nn is not None:
             graph.near.append(nn)
     _add_dec_bands(a, outer, graph)
-    _refuse_cross_products(a, parts, graph, connections)
+    _find_cross_products(a, parts, graph, connections)
     return graph
 
 
@@ -210,7 +213,7 @@ def _add_dec_bands(a, outer: exp.Select, graph: JoinGraph) -> None:
         outer.set("where", exp.Where(this=cond))
 
 
-def _refuse_cross_products(a, parts, graph: JoinGraph, connections) -> None:
+def _find_cross_products(a, parts, graph: JoinGraph, connections) -> None:
     linked = {frozenset(p) for p in graph.key_links + graph.equality_links + connections}
     linked |= {frozenset((n.left, n.right)) for n in graph.near}
     names = [r.alias.lower() for r in parts]
@@ -224,14 +227,8 @@ def _refuse_cross_products(a, parts, graph: JoinGraph, connections) -> None:
     for pair in linked:
         x, y = tuple(pair) if len(pair) == 2 else (next(iter(pair)),) * 2
         parent[find(x)] = find(y)
-    roots = {find(n) for n in names}
-    if len(roots) > 1:
-        first = parts[0]
-        other = next(r for r in parts if find(r.alias.lower()) != find(first.alias.lower()))
-        raise UnsupportedQueryError(
-            f"{first.alias} and {other.alias} are joined without any condition linking them: "
-            "a cross product of two partitioned tables",
-            construct="cross join of partitioned tables", tables=[first.info.name, other.info.name],
-            suggestion=f"join them on a key (e.g. {first.alias}.<key> = {other.alias}.<key>) or "
-                       "with a near-neighbour predicate scisql_angSep(a.ra, a.dec, b.ra, b.dec) < r",
-            sql=a.sql)
+    components: dict[str, list[str]] = {}
+    for n in names:
+        components.setdefault(find(n), []).append(n)
+    if len(components) > 1:
+        graph.unlinked = list(components.values())

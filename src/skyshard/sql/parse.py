@@ -17,6 +17,7 @@ skyshard.errors.SqlSyntaxError: unexpected end of query (line 1, column 14)
 from __future__ import annotations
 
 import logging
+import re
 
 import sqlglot
 from sqlglot import exp
@@ -59,6 +60,11 @@ def parse(sql: str, *, metadata: bool = False) -> exp.Expression:
     try:
         trees = [t for t in sqlglot.parse(sql, read=QservDialect) if t is not None]
     except ParseError as err:
+        if re.search(r"\bINTO\s+@", sql, re.IGNORECASE):
+            raise UnsupportedQueryError(
+                "SELECT ... INTO @variable is not supported: there are no user variables",
+                construct="SELECT INTO @variable", suggestion="write the value inline",
+                sql=sql) from None
         first = err.errors[0] if err.errors else {}
         description = first.get("description") or str(err)
         if "SENTINEL" in description:
@@ -84,7 +90,16 @@ def parse(sql: str, *, metadata: bool = False) -> exp.Expression:
         raise ForbiddenQueryError(
             f"{name} statements are not allowed: skyshard runs read-only SELECT queries",
             sql=sql)
+    if tree.find(exp.Into) is not None:
+        raise UnsupportedQueryError(
+            "SELECT ... INTO is not supported: results are returned, never stored",
+            construct="SELECT INTO", suggestion="write the value inline", sql=sql)
     check_functions(tree, sql)
+    placeholder = tree.find(exp.Placeholder)
+    if placeholder is not None:
+        raise UnsupportedQueryError(
+            f"query parameters ({placeholder.sql()}) are not supported",
+            construct="query parameter", suggestion="write the value inline", sql=sql)
     return tree
 
 

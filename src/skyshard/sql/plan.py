@@ -23,7 +23,7 @@ from pathlib import Path
 from sqlglot import exp
 
 from skyshard.catalog.model import MAX_ORDER, CatalogMeta, Partition, TableInfo, TableKind
-from skyshard.errors import InternalError
+from skyshard.errors import InternalError, UnsupportedQueryError
 from skyshard.sql.analyze import Analysis, KeyConstraint, analyze
 from skyshard.sql.dialect import QservDialect, to_duckdb
 from skyshard.sql.parse import parse
@@ -185,9 +185,39 @@ def plan(sql: str, catalog: CatalogMeta, root: Path, key_lookup: KeyLookup, *,
     a = analyze(sql, tree, catalog)
     names = _output_names(a.tree)
     chosen, healpix, group, considered, refusal = _choose_partitions(a, key_lookup)
+    _check_cross_product(a, chosen)
     return QueryPlan(sql=sql, analysis=a, names=names, chosen=chosen, healpix=healpix,
                      partitions=group,
                      group_refusal=refusal, root=root, considered=considered)
+
+
+#: The largest cross product of partitioned tables (row pairs, estimated from the chosen
+#: partitions' row counts) the planner runs; beyond it the query is refused.
+MAX_CROSS_PRODUCT_ROWS = 50_000_000
+
+
+def _check_cross_product(a: Analysis, chosen: dict[str, set[tuple[int, int]]]) -> None:
+    joins = a.joins
+    if joins is None or not joins.unlinked:
+        return
+    estimate = 1
+    for group in joins.unlinked:
+        rows = 0
+        for alias in group:
+            info = a.ref(alias).info
+            rows = max(rows, sum(p.rows for p in info.partitions
+                                 if (p.order, p.pixel) in chosen.get(alias, set())))
+        estimate *= max(rows, 1)
+    if estimate > MAX_CROSS_PRODUCT_ROWS:
+        first, other = a.ref(joins.unlinked[0][0]), a.ref(joins.unlinked[1][0])
+        raise UnsupportedQueryError(
+            f"{first.alias} and {other.alias} are joined without any condition linking them: "
+            f"a cross product of partitioned tables (about {estimate:,} row pairs)",
+            construct="cross join of partitioned tables", tables=[first.info.name, other.info.name],
+            suggestion=f"join them on a key (e.g. {first.alias}.<key> = {other.alias}.<key>), "
+                       "with a near-neighbour predicate scisql_angSep(a.ra, a.dec, b.ra, b.dec) < r, "
+                       "or restrict both sides to a few partitions (id lookups, small areas)",
+            sql=a.sql)
 
 
 # --- partition choice ---------------------------------------------------------------------
