@@ -33,3 +33,26 @@ def test_other_statements_refused(sky_db):
         sky_db.sql("SHOW DATABASES")
     with pytest.raises(ForbiddenQueryError):
         sky_db.sql("DESCRIBE SELECT 1")
+
+
+def test_set_variables_then_select(sky_db):
+    """A script of SET @v = constant statements then a SELECT, as Qserv's tests write it."""
+    poly = "359.5, -5.0, 0.05, -5.0, 0.05, 3.5, 359.5, 3.5"
+    want = sky_db.sql(f"SELECT COUNT(*) FROM Object WHERE scisql_s2PtInCPoly(ra, decl, {poly}) = 1")
+    got = sky_db.sql(f"SET @poly = scisql_s2CPolyToBin({poly});\n"
+                     "SELECT COUNT(*) FROM Object WHERE scisql_s2PtInCPoly(ra, decl, @poly) = 1;")
+    assert got.to_pylist() == want.to_pylist() and want.column(0)[0].as_py() > 0
+    assert sky_db.sql("SET @m = 20; SELECT COUNT(*) FROM Object WHERE gMag < @m").to_pylist() == \
+        sky_db.sql("SELECT COUNT(*) FROM Object WHERE gMag < 20").to_pylist()
+
+
+@pytest.mark.parametrize("sql,construct", [
+    ("SELECT 1; SELECT 2", "multiple statements"),
+    ("SET @p = 1; COPY Object TO 'x'; SELECT 1", "multiple statements"),
+    ("SELECT @nope FROM Object", "user variable"),
+    ("SET @v = (SELECT MAX(ra) FROM Object); SELECT @v", "SET @variable"),
+])
+def test_scripts_refused(sky_db, sql, construct):
+    with pytest.raises(UnsupportedQueryError) as info:
+        sky_db.sql(sql)
+    assert info.value.construct == construct

@@ -77,10 +77,8 @@ def parse(sql: str, *, metadata: bool = False) -> exp.Expression:
         ) from None
     except TokenError as err:
         raise SqlSyntaxError(f"cannot read the query: {err}", sql=sql) from None
-    if len(trees) != 1:
-        raise UnsupportedQueryError(
-            f"{len(trees)} statements given", construct="multiple statements",
-            suggestion="send one SELECT at a time", sql=sql)
+    if len(trees) > 1:
+        trees = [_substitute_variables(trees, sql)]
     tree = trees[0]
     if metadata and isinstance(tree, METADATA_STATEMENTS) and not (
             isinstance(tree, exp.Describe) and not isinstance(tree.this, exp.Table)):
@@ -95,12 +93,68 @@ def parse(sql: str, *, metadata: bool = False) -> exp.Expression:
             "SELECT ... INTO is not supported: results are returned, never stored",
             construct="SELECT INTO", suggestion="write the value inline", sql=sql)
     check_functions(tree, sql)
+    variable = tree.find(exp.Parameter)
+    if variable is not None:
+        raise UnsupportedQueryError(
+            f"user variable @{variable.name} is not set", construct="user variable",
+            suggestion="SET @variable = value; before the SELECT, in the same request", sql=sql)
     placeholder = tree.find(exp.Placeholder)
     if placeholder is not None:
         raise UnsupportedQueryError(
             f"query parameters ({placeholder.sql()}) are not supported",
             construct="query parameter", suggestion="write the value inline", sql=sql)
     return tree
+
+
+def _substitute_variables(trees: list[exp.Expression], sql: str) -> exp.Expression:
+    """``SET @v = <constant>; ... SELECT ...``: the variables' values written into the
+    SELECT, as MySQL would evaluate them. A polygon made by ``scisql_s2CPolyToBin(...)``
+    becomes the vertices of ``scisql_s2PtInCPoly(ra, dec, @v)``. Anything else in a
+    script is refused."""
+    values: dict[str, exp.Expression] = {}
+    for stmt in trees[:-1]:
+        items = stmt.expressions if isinstance(stmt, exp.Set) else []
+        if not items:
+            raise UnsupportedQueryError(
+                f"{len(trees)} statements given", construct="multiple statements",
+                suggestion="send one SELECT at a time (SET @variable = constant before it is "
+                           "accepted)", sql=sql)
+        for item in items:
+            eq = item.this
+            if not (isinstance(eq, exp.EQ) and isinstance(eq.this, exp.Parameter)):
+                raise UnsupportedQueryError("only SET @variable = value is accepted before a "
+                                            "SELECT", construct="SET", sql=sql)
+            value = eq.expression
+            if any(isinstance(n, (exp.Column, exp.Select)) for n in value.walk()):
+                raise UnsupportedQueryError(
+                    "a user variable's value must be a constant", construct="SET @variable",
+                    sql=sql)
+            values[eq.this.name.lower()] = value
+    select = trees[-1]
+    if not isinstance(select, READ_STATEMENTS):
+        raise UnsupportedQueryError("a script must end with a SELECT", construct="script",
+                                    sql=sql)
+
+    def fix(node: exp.Expression) -> exp.Expression:
+        if (isinstance(node, exp.Anonymous) and node.name.lower() == "scisql_s2ptincpoly"
+                and len(node.expressions) == 3 and isinstance(node.expressions[2], exp.Parameter)):
+            value = values.get(node.expressions[2].name.lower())
+            if isinstance(value, exp.Anonymous) and value.name.lower() == "scisql_s2cpolytobin":
+                return exp.Anonymous(this=node.this, expressions=[
+                    node.expressions[0], node.expressions[1], *[v.copy() for v in value.expressions]])
+        if isinstance(node, exp.Parameter):
+            value = values.get(node.name.lower())
+            if value is None:
+                raise UnsupportedQueryError(f"user variable @{node.name} is not set",
+                                            construct="user variable", sql=sql)
+            if isinstance(value, exp.Anonymous) and value.name.lower() == "scisql_s2cpolytobin":
+                raise UnsupportedQueryError(
+                    f"@{node.name} holds a polygon: use it as scisql_s2PtInCPoly(ra, dec, "
+                    f"@{node.name})", construct="user variable", sql=sql)
+            return value.copy()
+        return node
+
+    return select.transform(fix)
 
 
 def check_functions(tree: exp.Expression, sql: str | None = None) -> None:
