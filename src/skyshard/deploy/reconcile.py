@@ -28,7 +28,7 @@ PRUNED_KINDS = (("v1", "ConfigMap"), ("v1", "Service"), ("apps/v1", "Deployment"
 
 # The replica repair command run as a Job after each change of spec.workers. None: it
 # does not exist yet. skyshard keeps one copy of the catalog on shared storage (see the
-# Dask executor's TODO on shared-nothing replication), so a scale moves no data; the
+# Dask executor's note on shared-nothing replication, not built yet), so a scale moves no data; the
 # operator reports the skipped step instead of running a command that is not there.
 REPAIR_COMMAND: tuple[str, ...] | None = None
 

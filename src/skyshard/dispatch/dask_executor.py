@@ -55,7 +55,7 @@ Shared storage: every worker reads the catalog at the same path (a local disk fo
 ``LocalCluster``; a shared file system such as NFS, Lustre or CephFS for a real cluster).
 Nothing is copied to workers.
 
-TODO: shared-nothing replication (not built). Each worker would hold a subset of the
+Not built yet: shared-nothing replication. Each worker would hold a subset of the
 partitions on local disk, each partition on ``r`` workers (Qserv's replicas). That needs:
 a placement map (partition -> replica workers, kept in the catalog or by a small
 registry) instead of the hash placement above; groups built per worker from the

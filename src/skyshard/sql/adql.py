@@ -28,7 +28,7 @@ from sqlglot.dialects.tsql import TSQL
 from sqlglot.errors import ParseError, TokenError
 
 from skyshard.errors import SqlSyntaxError, UnsupportedQueryError
-from skyshard.sql.parse import READ_STATEMENTS, check_functions
+from skyshard.sql.parse import READ_STATEMENTS, check_functions, syntax_error
 
 REGIONS = {"circle", "box", "polygon"}
 FRAMES = {"", "icrs", "icrs geocenter", "icrs topocenter"}
@@ -46,12 +46,7 @@ def parse_adql(sql: str) -> exp.Expression:
     try:
         trees = [t for t in sqlglot.parse(sql, read=ADQL) if t is not None]
     except ParseError as err:
-        first = err.errors[0] if err.errors else {}
-        description = first.get("description") or str(err)
-        if "SENTINEL" in description:
-            description = "unexpected end of query"
-        raise SqlSyntaxError(description, line=first.get("line"), column=first.get("col"),
-                             sql=sql) from None
+        raise syntax_error(err, sql) from None
     except TokenError as err:
         raise SqlSyntaxError(f"cannot read the query: {err}", sql=sql) from None
     if len(trees) != 1 or not isinstance(trees[0], READ_STATEMENTS):

@@ -65,16 +65,7 @@ def parse(sql: str, *, metadata: bool = False) -> exp.Expression:
                 "SELECT ... INTO @variable is not supported: there are no user variables",
                 construct="SELECT INTO @variable", suggestion="write the value inline",
                 sql=sql) from None
-        first = err.errors[0] if err.errors else {}
-        description = first.get("description") or str(err)
-        if "SENTINEL" in description:
-            description = "unexpected end of query"
-        raise SqlSyntaxError(
-            description,
-            line=first.get("line"),
-            column=first.get("col"),
-            sql=sql,
-        ) from None
+        raise syntax_error(err, sql) from None
     except TokenError as err:
         raise SqlSyntaxError(f"cannot read the query: {err}", sql=sql) from None
     if len(trees) > 1:
@@ -104,6 +95,15 @@ def parse(sql: str, *, metadata: bool = False) -> exp.Expression:
             f"query parameters ({placeholder.sql()}) are not supported",
             construct="query parameter", suggestion="write the value inline", sql=sql)
     return tree
+
+
+def syntax_error(err: ParseError, sql: str) -> SqlSyntaxError:
+    """sqlglot's first parse error as a SqlSyntaxError with its line and column."""
+    first = err.errors[0] if err.errors else {}
+    description = first.get("description") or str(err)
+    if "SENTINEL" in description:
+        description = "unexpected end of query"
+    return SqlSyntaxError(description, line=first.get("line"), column=first.get("col"), sql=sql)
 
 
 def _substitute_variables(trees: list[exp.Expression], sql: str) -> exp.Expression:
