@@ -55,11 +55,20 @@ def _mysql_semantics(tree: exp.Expression) -> exp.Expression:
 
     - MySQL's default collations make LIKE ignore case, and LIKE reads numbers as text:
       ``x LIKE p`` becomes ``CAST(x AS VARCHAR) ILIKE p`` (NOT and ESCAPE kept around it).
+    - ``NAME_CONST(name, value)`` is its value; ``_charset'text'`` introducers and
+      ``COLLATE`` clauses are dropped.
     - MySQL's bit operators work on unsigned 64-bit integers: ``-99 << 1`` is
       18446744073709551418, ``-1 >> 60`` is 15; the results are BIGINT UNSIGNED.
     """
 
     def fix(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Anonymous) and node.name.lower() == "name_const" \
+                and len(node.expressions) == 2:
+            return fix(node.expressions[1])  # NAME_CONST(name, value) is its value
+        if isinstance(node, (exp.Introducer, exp.Collate)):
+            # _latin1'text' marks a character set, COLLATE a collation: the value stays
+            inner = node.expression if isinstance(node, exp.Introducer) else node.this
+            return fix(inner)
         if isinstance(node, exp.Like):
             return exp.ILike(this=exp.cast(node.this, "VARCHAR"), expression=node.expression,
                              negate=node.args.get("negate"))
