@@ -3,6 +3,8 @@
     skyshard demo [--catalog DIR]
     skyshard ingest CATALOG_DIR TABLE FILE... [--ra COL --dec COL --key COL]
                     [--director TABLE --director-key COL] [--replicated] [--schema FILE]
+                    [--append]
+    skyshard ingest begin|add|commit|publish|abort|status|gc ...   (transactions)
     skyshard sql --catalog CATALOG_DIR "SELECT ..." [--format table|csv|json|parquet]
     skyshard tables CATALOG_DIR
 
@@ -53,25 +55,40 @@ def demo(catalog_dir: str | None) -> None:
     demo_module.run(catalog_dir)
 
 
-@cli.command()
-@click.argument("catalog_dir", type=click.Path(file_okay=False))
-@click.argument("table")
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--ra", help="right ascension column (degrees)")
-@click.option("--dec", help="declination column (degrees)")
-@click.option("--key", help="unique key column of a director table")
-@click.option("--director", help="director table of a child table")
-@click.option("--director-key", help="column of a child table holding its director's key")
-@click.option("--replicated", is_flag=True, help="a small table copied whole, joinable with anything")
-@click.option("--schema", "schema_file", type=click.Path(dir_okay=False, exists=True),
-              help="MySQL CREATE TABLE file giving column names and types")
-@click.option("--max-rows-per-partition", type=int, default=None,
-              help="split partitions above this many rows (default 1,000,000)")
-@click.option("--margin-arcsec", type=float, default=None, help="margin width (default 60)")
-@click.option("--allow-duplicate-keys", is_flag=True, help="accept repeated director keys")
-def ingest(catalog_dir, table, files, ra, dec, key, director, director_key, replicated,
-           schema_file, max_rows_per_partition, margin_arcsec, allow_duplicate_keys) -> None:
-    """Load FILES (CSV/TSV, mysqldump text, Parquet, FITS, VOTable) into TABLE."""
+class _IngestGroup(click.Group):
+    """``skyshard ingest CATALOG TABLE FILE...`` stays the one-shot load (``load``); a
+    first argument naming a subcommand selects that subcommand instead."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] != "--help":
+            args = ["load", *args]
+        return super().parse_args(ctx, args)
+
+
+def _role_options(f):
+    """Options naming a table's role and tiling (one-shot load and ``begin``)."""
+    for option in reversed([
+        click.option("--ra", help="right ascension column (degrees)"),
+        click.option("--dec", help="declination column (degrees)"),
+        click.option("--key", help="unique key column of a director table"),
+        click.option("--director", help="director table of a child table"),
+        click.option("--director-key", help="column of a child table holding its director's key"),
+        click.option("--replicated", is_flag=True,
+                     help="a small table copied whole, joinable with anything"),
+        click.option("--schema", "schema_file", type=click.Path(dir_okay=False, exists=True),
+                     help="MySQL CREATE TABLE file giving column names and types"),
+        click.option("--max-rows-per-partition", type=int, default=None,
+                     help="split partitions above this many rows (default 1,000,000)"),
+        click.option("--margin-arcsec", type=float, default=None,
+                     help="margin width (default 60)"),
+        click.option("--allow-duplicate-keys", is_flag=True,
+                     help="accept repeated director keys"),
+    ]):
+        f = option(f)
+    return f
+
+
+def _ingest_options(max_rows_per_partition, margin_arcsec, allow_duplicate_keys):
     import skyshard
 
     kwargs = {}
@@ -79,12 +96,143 @@ def ingest(catalog_dir, table, files, ra, dec, key, director, director_key, repl
         kwargs["max_rows_per_partition"] = max_rows_per_partition
     if margin_arcsec is not None:
         kwargs["margin_arcsec"] = margin_arcsec
-    opts = skyshard.IngestOptions(allow_duplicate_keys=allow_duplicate_keys, **kwargs)
+    return skyshard.IngestOptions(allow_duplicate_keys=allow_duplicate_keys, **kwargs)
+
+
+@cli.group(cls=_IngestGroup)
+def ingest() -> None:
+    """Load files into tables: in one go (skyshard ingest CATALOG TABLE FILE...), or as
+    a transaction: begin, add (any number of times, in parallel), commit or abort.
+
+    \b
+      TXN=$(skyshard ingest begin cat Object --ra ra --dec decl --key objectId)
+      skyshard ingest add cat $TXN part1.parquet https://host/part2.csv
+      skyshard ingest commit cat $TXN          # or: abort, status, commit --no-publish + publish
+    """
+
+
+@ingest.command("load")
+@click.argument("catalog_dir", type=click.Path(file_okay=False))
+@click.argument("table")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@_role_options
+@click.option("--append", is_flag=True, help="add the rows to TABLE if it exists")
+def ingest_load(catalog_dir, table, files, ra, dec, key, director, director_key, replicated,
+                schema_file, max_rows_per_partition, margin_arcsec, allow_duplicate_keys,
+                append) -> None:
+    """Load FILES (CSV/TSV, mysqldump text, Parquet, FITS, VOTable; paths or URLs) into
+    TABLE in one transaction."""
+    import skyshard
+
+    opts = _ingest_options(max_rows_per_partition, margin_arcsec, allow_duplicate_keys)
     info = skyshard.ingest(catalog_dir, table, list(files), ra=ra, dec=dec, key=key,
                            director=director, director_key=director_key, replicated=replicated,
-                           schema=schema_file, options=opts)
+                           schema=schema_file, options=opts, append=append)
     where = f"{len(info.partitions)} partitions" if info.is_partitioned else "stored whole"
     click.echo(f"{info.name}: {info.rows:,} rows ({info.kind.value}, {where})")
+
+
+@ingest.command("begin")
+@click.argument("catalog_dir", type=click.Path(file_okay=False))
+@click.argument("table")
+@_role_options
+def ingest_begin(catalog_dir, table, ra, dec, key, director, director_key, replicated,
+                 schema_file, max_rows_per_partition, margin_arcsec,
+                 allow_duplicate_keys) -> None:
+    """Start a transaction into TABLE (created at commit if new: give its role); print
+    its id."""
+    from skyshard.storage import transactions
+
+    opts = _ingest_options(max_rows_per_partition, margin_arcsec, allow_duplicate_keys)
+    st = transactions.begin(catalog_dir, table, ra=ra, dec=dec, key=key, director=director,
+                            director_key=director_key, replicated=replicated,
+                            schema=schema_file, options=opts)
+    click.echo(st.id)
+
+
+@ingest.command("add")
+@click.argument("catalog_dir", type=click.Path(file_okay=False, exists=True))
+@click.argument("transaction")
+@click.argument("sources", nargs=-1, required=True)
+def ingest_add(catalog_dir, transaction, sources) -> None:
+    """Read, check and spool SOURCES (paths or http/https/file URLs) into TRANSACTION."""
+    from skyshard.storage import transactions
+
+    for c in transactions.add(catalog_dir, transaction, list(sources)):
+        click.echo(f"contribution {c.number}: {c.source}: {c.rows:,} rows, {c.bytes:,} bytes")
+    click.echo(transactions.status(catalog_dir, transaction).summary())
+
+
+@ingest.command("commit")
+@click.argument("catalog_dir", type=click.Path(file_okay=False, exists=True))
+@click.argument("transaction")
+@click.option("--no-publish", is_flag=True,
+              help="build only (PREPARED); publish later, with other transactions at once")
+def ingest_commit(catalog_dir, transaction, no_publish) -> None:
+    """Build the table's new version from TRANSACTION and publish it atomically (run it
+    again to resume an interrupted commit)."""
+    from skyshard.storage import transactions
+
+    st = transactions.commit(catalog_dir, transaction, publish=not no_publish)
+    click.echo(st.summary())
+
+
+@ingest.command("publish")
+@click.argument("catalog_dir", type=click.Path(file_okay=False, exists=True))
+@click.argument("transactions_", metavar="TRANSACTION...", nargs=-1, required=True)
+def ingest_publish(catalog_dir, transactions_) -> None:
+    """Publish PREPARED transactions together, in one atomic step."""
+    from skyshard.storage import transactions
+
+    for st in transactions.publish(catalog_dir, list(transactions_)):
+        click.echo(st.summary())
+
+
+@ingest.command("abort")
+@click.argument("catalog_dir", type=click.Path(file_okay=False, exists=True))
+@click.argument("transaction")
+def ingest_abort(catalog_dir, transaction) -> None:
+    """Remove TRANSACTION and everything it wrote."""
+    from skyshard.storage import transactions
+
+    transactions.abort(catalog_dir, transaction)
+    click.echo(f"transaction {transaction} aborted")
+
+
+@ingest.command("status")
+@click.argument("catalog_dir", type=click.Path(file_okay=False, exists=True))
+@click.argument("transaction", required=False)
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def ingest_status(catalog_dir, transaction, as_json) -> None:
+    """Rows, bytes, contributions and state of TRANSACTION (default: of every open one)."""
+    import json
+
+    from skyshard.storage import transactions
+
+    found = ([transactions.status(catalog_dir, transaction)] if transaction
+             else transactions.list_transactions(catalog_dir))
+    if as_json:
+        click.echo(json.dumps([s.to_json() for s in found], indent=1))
+        return
+    for st in found:
+        click.echo(st.summary())
+    if not found:
+        click.echo("no open transactions")
+
+
+@ingest.command("gc")
+@click.argument("catalog_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--grace", type=click.FloatRange(min=0), default=None,
+              help="remove table versions superseded more than this many seconds ago "
+                   "(default 3600)")
+def ingest_gc(catalog_dir, grace) -> None:
+    """Clean what killed ingests left and remove superseded table versions."""
+    from skyshard.storage import transactions
+
+    removed = transactions.collect_garbage(catalog_dir, grace_s=grace)
+    for path in removed:
+        click.echo(f"removed {path}")
+    click.echo(f"{len(removed)} item(s) removed")
 
 
 @cli.command()
@@ -137,11 +285,13 @@ def tables(catalog_dir: str) -> None:
 @click.option("--token", "tokens", multiple=True, metavar="[NAME:]TOKEN",
               help="an HTTP bearer token; repeatable")
 @click.option("--allow-anonymous", is_flag=True, help="serve without authentication")
+@click.option("--anonymous-tap", is_flag=True,
+              help="serve TAP (/tap) without authentication, the rest with it")
 @click.option("--results-dir", type=click.Path(file_okay=False),
               help="where large asynchronous results are written [a temporary folder]")
 def serve(catalog_dir, mysql_port, http_port, host, config_file, users, tokens,
-          allow_anonymous, results_dir) -> None:
-    """Serve a catalog over the MySQL protocol and HTTP, as Qserv does."""
+          allow_anonymous, anonymous_tap, results_dir) -> None:
+    """Serve a catalog over the MySQL protocol and HTTP (with IVOA TAP at /tap)."""
     import logging
 
     from skyshard.service import config
@@ -150,7 +300,8 @@ def serve(catalog_dir, mysql_port, http_port, host, config_file, users, tokens,
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     cfg = config.load(config_file, catalog=catalog_dir, host=host, mysql_port=mysql_port,
                       http_port=http_port, users=list(users), tokens=list(tokens),
-                      allow_anonymous=allow_anonymous, results_dir=results_dir)
+                      allow_anonymous=allow_anonymous, anonymous_tap=anonymous_tap,
+                      results_dir=results_dir)
     Server(cfg).run()
 
 
@@ -159,7 +310,7 @@ def serve(catalog_dir, mysql_port, http_port, host, config_file, users, tokens,
 @click.option("--all", "all_cases", is_flag=True, help="run every case of --cases (case01..case04)")
 @click.option("--cases", "cases_dir", type=click.Path(file_okay=False),
               help="folder of Qserv cases (default $SKYSHARD_QSERV_TESTDATA, "
-                   "else ../shared/testdata/qserv beside the repository)")
+                   "else tests/data/qserv in the source tree)")
 @click.option("--catalog", "catalog_dir", type=click.Path(file_okay=False),
               help="keep the skyshard catalog(s) here (one sub-folder per case with --all)")
 @click.option("--report", "report_file", type=click.Path(dir_okay=False),
@@ -197,6 +348,116 @@ def itest(case_dir, all_cases, cases_dir, catalog_dir, report_file, reference_so
         target = "--all" if all_cases else cases[0].name
         report.write_report(suite, report_file, f"skyshard itest {target} --report {report_file}")
         click.echo(f"report written to {report_file}")
+
+
+@cli.group()
+def deploy() -> None:
+    """Kubernetes: render manifests, the CRD and the operator (see docs/kubernetes.md)."""
+
+
+@deploy.command("render")
+@click.option("--name", default="skyshard", show_default=True,
+              help="deployment name (the front end's Service)")
+@click.option("--namespace", default="default", show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), required=True, help="Dask workers")
+@click.option("--image", default=None, help="skyshard image [skyshard:VERSION]")
+@click.option("--replication", type=click.IntRange(min=1), default=1, show_default=True,
+              help="replication factor (recorded; shared storage has one copy)")
+@click.option("--storage", default="pvc", show_default=True, metavar="pvc|s3://...",
+              help="the catalog on a shared PVC, or copied from this S3 URL")
+@click.option("--storage-size", default="10Gi", show_default=True, help="catalog PVC size")
+@click.option("--storage-class", default=None, help="storage class of the PVCs")
+@click.option("--access-mode", default="ReadWriteMany", show_default=True,
+              help="catalog PVC access mode (ReadWriteOnce on a one-node cluster)")
+@click.option("--s3-secret", default="skyshard-s3", show_default=True,
+              help="Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (S3 mode)")
+@click.option("--auth-secret", default="skyshard-auth", show_default=True,
+              help="Secret whose key 'user' is NAME:PASSWORD")
+@click.option("--database", default=None, help="database name clients USE")
+@click.option("--network-policies/--no-network-policies", default=True, show_default=True)
+def deploy_render(name, namespace, workers, image, replication, storage, storage_size,
+                  storage_class, access_mode, s3_secret, auth_secret, database,
+                  network_policies) -> None:
+    """Print the manifests of a deployment, for kubectl apply -f - (no operator needed)."""
+    from skyshard.deploy import spec as spec_module
+    from skyshard.deploy.render import render, to_yaml
+
+    if storage == "pvc":
+        pvc: dict = {"size": storage_size, "accessMode": access_mode}
+        if storage_class:
+            pvc["storageClassName"] = storage_class
+        store: dict = {"pvc": pvc}
+    elif storage.startswith("s3://"):
+        store = {"s3": {"url": storage, "secretRef": {"name": s3_secret}}}
+    else:
+        raise click.BadParameter("pvc or an s3:// URL", param_hint="--storage")
+    doc: dict = {"workers": workers, "replicationFactor": replication, "storage": store,
+                 "authSecretRef": {"name": auth_secret}, "networkPolicies": network_policies}
+    if image:
+        doc["image"] = image
+    if database:
+        doc["database"] = database
+    try:
+        spec = spec_module.from_dict(name, namespace, doc)
+    except spec_module.SpecError as exc:
+        raise click.UsageError(str(exc)) from exc
+    click.echo(to_yaml(render(spec)), nl=False)
+
+
+@deploy.command("loader")
+@click.option("--name", default="skyshard", show_default=True, help="the deployment's name")
+@click.option("--namespace", default="default", show_default=True)
+@click.option("--image", default=None, help="skyshard image [skyshard:VERSION]")
+@click.option("--tmp-size", default="10Gi", show_default=True,
+              help="space for the input files copied in")
+def deploy_loader(name: str, namespace: str, image: str | None, tmp_size: str) -> None:
+    """Print a pod with the catalog volume mounted read-write: copy inputs into its /tmp
+    (kubectl cp) and run skyshard ingest in it (kubectl exec)."""
+    from skyshard.deploy import spec as spec_module
+    from skyshard.deploy.render import to_yaml
+    from skyshard.deploy.workloads import loader_pod
+
+    doc: dict = {"authSecretRef": {"name": "unused"}}
+    if image:
+        doc["image"] = image
+    try:
+        spec = spec_module.from_dict(name, namespace, doc)
+    except spec_module.SpecError as exc:
+        raise click.UsageError(str(exc)) from exc
+    click.echo(to_yaml([loader_pod(spec, tmp_size)]), nl=False)
+
+
+@deploy.command("crd")
+def deploy_crd() -> None:
+    """Print the SkyShard CustomResourceDefinition."""
+    from skyshard.deploy.crd import crd
+    from skyshard.deploy.render import to_yaml
+
+    click.echo(to_yaml([crd()]), nl=False)
+
+
+@deploy.command("operator")
+@click.option("--image", default=None, help="skyshard image with the deploy extra")
+@click.option("--namespace", default=None, help="the operator's namespace [skyshard-system]")
+def deploy_operator(image: str | None, namespace: str | None) -> None:
+    """Print the operator's namespace, RBAC and Deployment."""
+    from skyshard.deploy import install
+    from skyshard.deploy.render import to_yaml
+
+    objs = install.operator_manifests(image or install.DEFAULT_IMAGE,
+                                      namespace or install.NAMESPACE)
+    click.echo(to_yaml(objs), nl=False)
+
+
+@deploy.command("fetch")
+@click.argument("url")
+@click.argument("dest", type=click.Path(file_okay=False))
+def deploy_fetch(url: str, dest: str) -> None:
+    """Copy a catalog from URL (s3://...) into DEST (the S3 mode's init container)."""
+    from skyshard.deploy.fetch import fetch_catalog
+
+    n = fetch_catalog(url, dest)
+    click.echo(f"{url}: {n} file(s) copied to {dest}" if n else f"{dest}: already fetched")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,12 @@ unique key; a *child* table's rows live in the partition of their director row; 
 *replicated* table is small and stored whole. The description is one JSON file,
 ``skyshard.json``, at the root of the catalog directory, rewritten atomically.
 
+Tables are versioned: an incremental ingest publishes a new version of a table under new
+file names (``Object/v2/...``) and retires the old one, which stays on disk (listed in
+``retired``) until garbage-collected, so a reader holding the old description keeps
+reading consistent files. Fields added after the first format are written only when
+they differ from their defaults, so catalogs that never used them read as before.
+
 >>> t = TableInfo(name="Object", kind=TableKind.DIRECTOR, columns=(("objectId", "int64"),),
 ...               ra="ra", dec="decl", key="objectId")
 >>> t.is_partitioned
@@ -84,6 +90,15 @@ class TableInfo:
     rows: int = 0
     #: per column: (MySQL type as declared, or "" when unknown; nullable)
     column_sql: tuple[tuple[str, bool], ...] = ()
+    #: 1 for the first version (files under ``<name>/``), N for ``<name>/vN/``
+    version: int = 1
+    #: id of the ingest transaction that published this version (None: one-shot ingest
+    #: of an older skyshard)
+    transaction: str | None = None
+    #: the tiling rule the table was built with (HATS ``pixel_threshold``, deepest
+    #: order); later increments split partitions by the same rule
+    max_rows_per_partition: int | None = None
+    max_order: int | None = None
 
     @property
     def is_partitioned(self) -> bool:
@@ -100,6 +115,9 @@ class TableInfo:
         d["column_sql"] = [list(c) for c in self.column_sql]
         d["partitions"] = [[p.order, p.pixel, p.rows] for p in self.partitions]
         d["margin_partitions"] = [[p.order, p.pixel, p.rows] for p in self.margin_partitions]
+        for name, default in _LATER_FIELDS.items():
+            if d[name] == default:
+                del d[name]
         return d
 
     @classmethod
@@ -113,12 +131,43 @@ class TableInfo:
         return cls(**d)
 
 
+#: Fields added to TableInfo after format 1, with the defaults that are not written.
+_LATER_FIELDS = {"version": 1, "transaction": None, "max_rows_per_partition": None,
+                 "max_order": None}
+
+
+@dataclass(frozen=True)
+class Retired:
+    """A superseded table version still on disk: ``paths`` (relative to the catalog
+    root) are removed by garbage collection once ``since`` (seconds since the epoch) is
+    older than the grace period."""
+
+    table: str
+    version: int
+    paths: tuple[str, ...]
+    since: float
+    #: the transaction that had published this version (None: a one-shot ingest)
+    transaction: str | None = None
+
+    def to_json(self) -> dict:
+        return {"table": self.table, "version": self.version, "paths": list(self.paths),
+                "since": self.since, "transaction": self.transaction}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Retired:
+        return cls(d["table"], int(d["version"]), tuple(d["paths"]), float(d["since"]),
+                   d.get("transaction"))
+
+
 @dataclass(frozen=True)
 class CatalogMeta:
-    """The whole catalog description: a name and its tables by name."""
+    """The whole catalog description: a name, its tables by name, the superseded table
+    versions awaiting garbage collection, and a counter bumped by every publish."""
 
     name: str
     tables: dict[str, TableInfo] = field(default_factory=dict)
+    retired: tuple[Retired, ...] = ()
+    generation: int = 0
 
     def table(self, name: str) -> TableInfo:
         for t in self.tables.values():
@@ -132,18 +181,32 @@ class CatalogMeta:
         tables[info.name] = info
         return replace(self, tables=tables)
 
+    @property
+    def published_transactions(self) -> set[str]:
+        """Ids of the transactions whose versions are current or retired (not yet
+        garbage-collected)."""
+        ids = {t.transaction for t in self.tables.values()} | {r.transaction for r in self.retired}
+        return {i for i in ids if i}
+
     def to_json(self) -> dict:
-        return {
+        d: dict = {
             "format": FORMAT_VERSION,
             "name": self.name,
             "tables": {n: t.to_json() for n, t in sorted(self.tables.items())},
         }
+        if self.generation:
+            d["generation"] = self.generation
+        if self.retired:
+            d["retired"] = [r.to_json() for r in self.retired]
+        return d
 
     @classmethod
     def from_json(cls, d: dict) -> CatalogMeta:
         if d.get("format") != FORMAT_VERSION:
             raise CatalogError(f"unsupported catalog format {d.get('format')!r}")
-        return cls(d["name"], {n: TableInfo.from_json(t) for n, t in d["tables"].items()})
+        return cls(d["name"], {n: TableInfo.from_json(t) for n, t in d["tables"].items()},
+                   retired=tuple(Retired.from_json(r) for r in d.get("retired", ())),
+                   generation=int(d.get("generation", 0)))
 
 
 def load(root: str | os.PathLike) -> CatalogMeta:
@@ -158,12 +221,31 @@ def load(root: str | os.PathLike) -> CatalogMeta:
 
 
 def save(root: str | os.PathLike, meta: CatalogMeta) -> None:
-    """Write ``skyshard.json`` atomically (write a temporary file, fsync, rename)."""
+    """Write ``skyshard.json`` atomically (write a temporary file, fsync, rename, fsync
+    the directory). Concurrent writers must hold the catalog lock (``storage.locks``)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=".skyshard.", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(meta.to_json(), f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, root / layout.CATALOG_META)
+    fd, tmp = tempfile.mkstemp(dir=root, prefix=TEMP_PREFIX, suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(meta.to_json(), f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, root / layout.CATALOG_META)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:
+        dir_fd = os.open(root, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+#: Prefix of the temporary files ``save`` writes (a crash may leave one behind).
+TEMP_PREFIX = ".skyshard."

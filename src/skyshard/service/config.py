@@ -9,6 +9,7 @@ A TOML file (all keys optional; command-line options override it)::
     database = "LSST"            # the name clients USE (default: the catalog's name)
     results_dir = "/var/tmp/skyshard-results"
     allow_anonymous = false
+    anonymous_tap = false        # TAP (/tap) readable without credentials
 
     [users]                      # MySQL (mysql_native_password) and HTTP Basic
     alice = "secret"             # a password, or MySQL's "*<SHA1(SHA1(password))>"
@@ -65,6 +66,8 @@ class Credentials:
     passwords: dict[str, str] = field(default_factory=dict)
     tokens: dict[str, str] = field(default_factory=dict)
     allow_anonymous: bool = False
+    #: TAP (``/tap``) answers requests without credentials, as user ``anonymous``
+    anonymous_tap: bool = False
 
     def password_hash(self, user: str) -> str | None:
         """MySQL's ``SHA1(SHA1(password))`` in hex, for mysql_native_password."""
@@ -97,8 +100,9 @@ class ServiceConfig:
         """One line for the log: no secrets, only how many."""
         c = self.credentials
         users = ", ".join(sorted(c.passwords)) or "none"
+        tap = "; anonymous TAP" if c.anonymous_tap and not c.allow_anonymous else ""
         return (f"users: {users}; {len(c.tokens)} token(s); "
-                f"anonymous {'allowed' if c.allow_anonymous else 'refused'}")
+                f"anonymous {'allowed' if c.allow_anonymous else 'refused'}{tap}")
 
 
 def password_hash(password: str) -> str:
@@ -119,8 +123,8 @@ def _stored_password(value: str) -> str:
 def load(path: str | Path | None = None, *, catalog: str | Path | None = None,
          host: str | None = None, mysql_port: int | None = None,
          http_port: int | None = None, users: Sequence[str] = (), tokens: Sequence[str] = (),
-         allow_anonymous: bool = False, results_dir: str | Path | None = None,
-         limits: dict | None = None) -> ServiceConfig:
+         allow_anonymous: bool = False, anonymous_tap: bool = False,
+         results_dir: str | Path | None = None, limits: dict | None = None) -> ServiceConfig:
     """The file at ``path`` (if any) with the command-line values on top.
 
     ``users`` are ``NAME:PASSWORD``; ``tokens`` are ``TOKEN`` (owned by user ``token``)
@@ -133,7 +137,7 @@ def load(path: str | Path | None = None, *, catalog: str | Path | None = None,
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"{path}: {exc}") from exc
     known = {"catalog", "host", "mysql_port", "http_port", "database", "results_dir",
-             "allow_anonymous", "users", "tokens", "limits"}
+             "allow_anonymous", "anonymous_tap", "users", "tokens", "limits"}
     _no_unknown(data, known, str(path))
     passwords = {str(k): _stored_password(str(v)) for k, v in data.get("users", {}).items()}
     token_map = {_token_hash(str(v)): str(k) for k, v in data.get("tokens", {}).items()}
@@ -160,10 +164,12 @@ def load(path: str | Path | None = None, *, catalog: str | Path | None = None,
     if root is None:
         raise ConfigError("no catalog: give --catalog DIR or catalog = ... in the config file")
     creds = Credentials(passwords, token_map,
-                        allow_anonymous or bool(data.get("allow_anonymous", False)))
-    if creds.required and not passwords and not token_map:
+                        allow_anonymous or bool(data.get("allow_anonymous", False)),
+                        anonymous_tap or bool(data.get("anonymous_tap", False)))
+    if creds.required and not passwords and not token_map and not creds.anonymous_tap:
         raise ConfigError("no users or tokens: give --user NAME:PASSWORD, --token TOKEN "
-                          "or [users]/[tokens] in the config file, or --allow-anonymous")
+                          "or [users]/[tokens] in the config file, or --allow-anonymous "
+                          "(or --anonymous-tap to serve TAP alone without credentials)")
     out_dir = results_dir if results_dir is not None else data.get("results_dir")
     return ServiceConfig(
         catalog=Path(root),

@@ -11,11 +11,21 @@ same hierarchy as ``skyshard.errors``.
 (1064, '42000', 400, 'SqlSyntaxError')
 >>> wire(QueryTimeoutError(2.0)).mysql_code, wire(QueryTimeoutError(2.0)).http_status
 (3024, 504)
+
+TAP answers errors with a DALI error document (a VOTable whose ``QUERY_STATUS`` INFO is
+``ERROR``), with the same HTTP status, and UWS jobs carry an error summary whose type is
+``transient`` (a limit or an outside failure: retrying may work) or ``fatal``:
+
+>>> b'value="ERROR">unexpected' in votable_error(w)
+True
+>>> uws_error_type(QueryTimeoutError(2.0)), uws_error_type(SqlSyntaxError("x"))
+('transient', 'fatal')
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from xml.sax.saxutils import escape
 
 from skyshard.errors import (
     CatalogError,
@@ -77,6 +87,23 @@ class ConfigError(UserError):
     """A server configuration (file or options) that cannot be used."""
 
 
+class UnknownResourceError(UserError):
+    """A TAP resource that does not exist (a table of ``/tables/{name}``, a job)."""
+
+
+class UnknownJobError(UnknownResourceError):
+    """No TAP (UWS) job with this id, or not one of this user's."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"unknown job {job_id!r}")
+        self.job_id = job_id
+
+
+class JobPhaseError(UserError):
+    """A UWS request that the job's phase does not allow (e.g. changing the parameters
+    of a job that has started)."""
+
+
 class QueryTimeoutError(QueryLimitError):
     """The query ran longer than its time limit and was interrupted."""
 
@@ -120,6 +147,8 @@ _TABLE: tuple[tuple[type[BaseException], int, str, int], ...] = (
     (SqlError, 1105, "HY000", 400),                  # ER_UNKNOWN_ERROR
     (AuthenticationError, 1045, "28000", 401),       # ER_ACCESS_DENIED_ERROR
     (UnknownQueryError, 1094, "HY000", 404),         # ER_NO_SUCH_THREAD
+    (UnknownResourceError, 1094, "HY000", 404),
+    (JobPhaseError, 1105, "HY000", 409),
     (ResultGoneError, 1146, "42S02", 410),           # as Qserv: the result table is gone
     (NotFinishedError, 1105, "HY000", 409),
     (UnknownDatabaseError, 1049, "42000", 404),      # ER_BAD_DB_ERROR
@@ -159,6 +188,21 @@ def _names_a_table(exc: UnknownNameError) -> bool:
     return exc.reason.startswith("no table ") and " in catalog " in exc.reason
 
 
+def votable_error(w: Wire) -> bytes:
+    """The DALI error document of a TAP request: ``QUERY_STATUS=ERROR`` and the message."""
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n'
+            '<VOTABLE version="1.4" xmlns="http://www.ivoa.net/xml/VOTable/v1.3">\n'
+            '<RESOURCE type="results">\n'
+            f'<INFO name="QUERY_STATUS" value="ERROR">{escape(w.message)}</INFO>\n'
+            f'<INFO name="error_type" value="{escape(w.type)}"/>\n'
+            "</RESOURCE>\n</VOTABLE>\n").encode()
+
+
+def uws_error_type(exc: BaseException) -> str:
+    """UWS's ``errorSummary`` type: ``transient`` when a retry may succeed."""
+    return "transient" if isinstance(exc, (ResourceError, ExternalError)) else "fatal"
+
+
 #: SQLSTATE of every MySQL code used above, for the protocol's error packet.
 SQLSTATES: dict[int, str] = {code: state for _, code, state, _ in _TABLE} | {
     _UNKNOWN_TABLE[0]: _UNKNOWN_TABLE[1]}
@@ -166,13 +210,18 @@ SQLSTATES: dict[int, str] = {code: state for _, code, state, _ in _TABLE} | {
 __all__ = [
     "AuthenticationError",
     "ConfigError",
+    "JobPhaseError",
     "NotFinishedError",
     "QueryTimeoutError",
     "ResultGoneError",
     "SQLSTATES",
     "ServerBusyError",
     "UnknownDatabaseError",
+    "UnknownJobError",
     "UnknownQueryError",
+    "UnknownResourceError",
     "Wire",
+    "uws_error_type",
+    "votable_error",
     "wire",
 ]

@@ -10,6 +10,8 @@ DELETE    /query-async/result/{id}         delete a result
 DELETE    /query-async/{id}                cancel
 GET       /meta/version                    no authentication
 GET       /openapi.json                    this API, OpenAPI 3.1; no authentication
+GET/POST  /tap/...                         IVOA TAP 1.1 (``service.tap``)
+*         /ingest/...                      ingest transactions (``service.ingest_api``)
 ========  ===============================  ==============================================
 
 Authentication: ``Authorization: Bearer <token>``, or HTTP Basic with a MySQL user's
@@ -52,8 +54,10 @@ from skyshard.service.errors import (
     Wire,
     wire,
 )
+from skyshard.service.ingest_api import IngestApi
 from skyshard.service.queries import Query, QueryService
 from skyshard.service.results import StoredResult
+from skyshard.service.tap import TapService
 
 API_VERSION = 1
 _ENCODINGS = ("hex", "b64", "array")
@@ -75,9 +79,14 @@ def create_app(service: QueryService, credentials: Credentials, *, database: str
         Route("/meta/version", api.version, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
     ]
+    routes += IngestApi(service.db.root, api._user).routes()
+    tap = TapService(service, credentials, database, user_of=api._user)
+    routes += tap.routes()
     # SkyshardError: answered; any other exception: answered as 500 and logged.
-    return Starlette(routes=routes, exception_handlers={
+    app = Starlette(routes=routes, exception_handlers={
         HTTPException: _http_error, SkyshardError: _error, Exception: _error})
+    app.state.tap = tap
+    return app
 
 
 class _Api:

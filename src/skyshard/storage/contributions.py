@@ -1,0 +1,437 @@
+"""Contributions: input files read, validated and spooled into a transaction at ``add``.
+
+A contribution comes from a local path, a URL (``http``, ``https``, ``file``) or bytes
+uploaded over HTTP, in any format ``readers`` knows. It is read once, checked, and
+written to its own directory in the transaction::
+
+    c000003/rows.parquet   the rows in input order, cast to the table's schema; for a
+                           partitioned table ``_healpix_29`` first (computed from the
+                           position for a director, NULL for a child until commit)
+    c000003/cells.npz      a director's row counts per HEALPix cell (sparse histogram)
+
+Checks at ``add`` (each error names the file, the line or row, and the column): the
+schema (readers match names and cast types), unreadable values, a director's position
+(numeric, not NULL, in range) and key (not NULL, unique within the file, not already in
+the published table). Duplicates across contributions and against rows published by
+other transactions meanwhile are checked again at commit.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from skyshard.catalog.model import TableInfo, TableKind
+from skyshard.errors import ExternalError, IngestError, InputError
+from skyshard.storage import layout, partitioning
+from skyshard.storage.duck import private_duckdb, read_parquet, sql_list, sql_string
+from skyshard.storage.progress import Progress
+
+SPOOL = "rows.parquet"
+CELLS = "cells.npz"
+#: URL schemes a contribution may be fetched from.
+URL_SCHEMES = ("http", "https", "file")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """What a transaction loads into: the table's role, keys and tiling rule."""
+
+    name: str
+    kind: TableKind
+    ra: str | None = None
+    dec: str | None = None
+    key: str | None = None
+    director: str | None = None
+    director_key: str | None = None
+    max_rows_per_partition: int = 1_000_000
+    max_order: int = 10
+    margin_arcsec: float = 60.0
+    allow_duplicate_keys: bool = False
+
+    @property
+    def histogram_order(self) -> int:
+        """Order of the row-count histogram: partitions are never deeper."""
+        return min(self.max_order, partitioning.margin_order(self.margin_arcsec))
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["kind"] = self.kind.value
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> TableSpec:
+        return cls(**{**d, "kind": TableKind(d["kind"])})
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """One recorded contribution of a transaction."""
+
+    number: int
+    source: str
+    format: str
+    rows: int
+    bytes: int
+
+    @property
+    def dirname(self) -> str:
+        return contribution_dir(self.number)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> Contribution:
+        return cls(**d)
+
+
+def contribution_dir(number: int) -> str:
+    return f"c{number:06d}"
+
+
+# --- sources ------------------------------------------------------------------------------
+
+
+def fetch(source: str, work: Path, *, name: str | None = None) -> tuple[Path, str]:
+    """A local file holding ``source`` (a path, or a URL downloaded into ``work``), and
+    the name to detect its format from."""
+    parsed = urllib.parse.urlparse(source)
+    if parsed.scheme in URL_SCHEMES:
+        base = name or Path(urllib.parse.unquote(parsed.path)).name or "download"
+        if parsed.scheme == "file":
+            path = Path(urllib.request.url2pathname(parsed.path))
+            if not path.is_file():
+                raise InputError("input file not found", path=source)
+            return path, name or path.name
+        target = work / "download" / base
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with urllib.request.urlopen(source, timeout=60) as resp, open(target, "wb") as out:
+                shutil.copyfileobj(resp, out, 4 << 20)
+        except OSError as exc:
+            raise ExternalError(f"{source}: cannot download: {exc}") from exc
+        return target, base
+    if parsed.scheme and len(parsed.scheme) > 1:
+        raise InputError(f"unsupported URL scheme {parsed.scheme!r} "
+                         f"(one of {', '.join(URL_SCHEMES)})", path=source)
+    path = Path(source)
+    if not path.is_file():
+        raise InputError("input file not found", path=source)
+    return path, name or path.name
+
+
+# --- spooling -----------------------------------------------------------------------------
+
+
+def spool(dest: Path, path: Path, display: str, fmt_name: str, spec: TableSpec,
+          schema: pa.Schema | None, *, batch_rows: int, progress: Progress,
+          index_file: Path | None = None, memory_limit: str = "1500MB") -> tuple[int, pa.Schema]:
+    """Read ``path``, check it and write ``dest/rows.parquet`` (and a director's
+    histogram). ``schema`` is the table's (None: inferred from this file);
+    ``index_file`` the published director index to check new keys against. Returns
+    the row count and the table schema (without ``_healpix_29``)."""
+    from skyshard.storage.readers import detect_format, read_batches
+
+    fmt = detect_format(fmt_name)
+    dest.mkdir(parents=True, exist_ok=True)
+    order = spec.histogram_order
+    shift = partitioning.histogram_order_shift(order)
+    hist: dict[int, int] = {}
+    rows = 0
+    writer: pq.ParquetWriter | None = None
+    data_schema = schema
+    size = path.stat().st_size
+    try:
+        batches = read_batches(path, schema=schema, format=fmt, batch_rows=batch_rows)
+        for batch in _named(batches, display):
+            if layout.HEALPIX_COLUMN in batch.schema.names:
+                batch = batch.drop_columns([layout.HEALPIX_COLUMN])
+            if data_schema is None:
+                data_schema = batch.schema
+            batch = _conform(batch, data_schema, display)
+            if spec.kind is TableKind.DIRECTOR:
+                h = _director_healpix(batch, spec, display, rows)
+                cells, n = np.unique(h >> shift, return_counts=True)
+                for c, k in zip(cells.tolist(), n.tolist()):
+                    hist[c] = hist.get(c, 0) + k
+                batch = with_healpix(batch, h)
+            elif spec.kind is TableKind.CHILD:
+                _require(batch, [spec.director_key] + ([spec.ra, spec.dec] if spec.ra else []),
+                         display)
+                batch = with_healpix(batch, None)
+            if writer is None:
+                writer = pq.ParquetWriter(dest / SPOOL, batch.schema, compression="snappy",
+                                          use_dictionary=False)
+            writer.write_batch(batch)
+            rows += batch.num_rows
+            progress.update(batch.num_rows, nbytes=0)
+    finally:
+        if writer is not None:
+            writer.close()
+    progress.update(0, nbytes=size)
+    if writer is None or data_schema is None:
+        raise InputError("the input holds no rows", path=display)
+    if spec.kind is TableKind.DIRECTOR:
+        cells = np.array(sorted(hist), dtype=np.int64)
+        np.savez(dest / CELLS, cells=cells, counts=np.array([hist[c] for c in cells.tolist()],
+                                                          dtype=np.int64), order=order)
+        if not spec.allow_duplicate_keys:
+            _check_keys(dest, display, spec, index_file, memory_limit)
+    return rows, data_schema
+
+
+def _named(batches: Iterator[pa.RecordBatch], display: str) -> Iterator[pa.RecordBatch]:
+    """Errors of the readers name the input as the user gave it."""
+    try:
+        yield from batches
+    except InputError as exc:
+        if exc.path is not None and exc.path != display:
+            raise type(exc)(exc.reason, path=display, line=exc.line, column=exc.column) from exc
+        raise
+
+
+def _conform(batch: pa.RecordBatch, schema: pa.Schema, display: str) -> pa.RecordBatch:
+    """``batch`` with exactly ``schema``: same names in order, types cast."""
+    if batch.schema == schema:
+        return batch
+    if batch.schema.names != schema.names:
+        have, want = set(batch.schema.names), set(schema.names)
+        missing = [n for n in schema.names if n not in have]
+        extra = [n for n in batch.schema.names if n not in want]
+        if missing:
+            raise InputError("no such column in this input (the table has it)", path=display,
+                             column=missing[0])
+        if extra:
+            raise InputError("the table has no such column", path=display, column=extra[0])
+        batch = batch.select(schema.names)
+    arrays = []
+    for f, col in zip(schema, batch.columns):
+        if col.type != f.type:
+            try:
+                col = pc.cast(col, f.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise InputError(f"cannot convert {col.type} to the table's {f.type}: {exc}",
+                                 path=display, column=f.name) from exc
+        arrays.append(col)
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _require(batch: pa.RecordBatch, columns: list[str | None], display: str) -> None:
+    for col in columns:
+        if col is not None and col not in batch.schema.names:
+            raise InputError(f"no column {col!r} (columns: {', '.join(batch.schema.names)})",
+                             path=display, column=col)
+
+
+def _director_healpix(batch: pa.RecordBatch, spec: TableSpec, display: str,
+                      first_row: int) -> np.ndarray:
+    from skyshard.sphere.coverage import healpix29
+
+    assert spec.ra and spec.dec and spec.key
+    _require(batch, [spec.ra, spec.dec, spec.key], display)
+    ra = _position(batch, spec.ra, display, first_row, -1e300, 1e300)
+    dec = _position(batch, spec.dec, display, first_row, -90.0, 90.0)
+    if batch.column(spec.key).null_count:
+        row = _first(pc.is_null(batch.column(spec.key)))
+        raise InputError(f"director key is NULL (row {first_row + row + 1} of the input)",
+                         path=display, column=spec.key)
+    return healpix29(ra % 360.0, dec)
+
+
+def _position(batch: pa.RecordBatch, name: str, display: str, first_row: int, low: float,
+              high: float) -> np.ndarray:
+    col = batch.column(name)
+    try:
+        arr = pc.cast(col, pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise InputError(f"position column is not numeric ({col.type})", path=display,
+                         column=name) from exc
+    if arr.null_count:
+        raise InputError(f"position is NULL in row {first_row + _first(pc.is_null(arr)) + 1} "
+                         "of the input", path=display, column=name)
+    values = arr.to_numpy(zero_copy_only=False)
+    bad = ~np.isfinite(values) | (values < low) | (values > high)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError(f"position {values[i]!r} out of range in row {first_row + i + 1} "
+                         "of the input", path=display, column=name)
+    return values
+
+
+def _first(mask: pa.Array) -> int:
+    return int(np.flatnonzero(mask.to_numpy(zero_copy_only=False))[0])
+
+
+def with_healpix(batch: pa.RecordBatch, h: np.ndarray | None) -> pa.RecordBatch:
+    """``batch`` with ``_healpix_29`` first (all NULL when ``h`` is None)."""
+    col = pa.nulls(batch.num_rows, pa.int64()) if h is None else pa.array(h, pa.int64())
+    return pa.RecordBatch.from_arrays(
+        [col, *batch.columns],
+        schema=pa.schema([pa.field(layout.HEALPIX_COLUMN, pa.int64(), nullable=True),
+                          *batch.schema]))
+
+
+def _check_keys(dest: Path, display: str, spec: TableSpec, index_file: Path | None,
+                memory_limit: str) -> None:
+    """Director keys unique within the file and not already in the published table."""
+    key = spec.key
+    rows = f"read_parquet({sql_string(dest / SPOOL)}, file_row_number = true)"
+    with private_duckdb(dest, memory_limit) as con:
+        unique = con.execute(
+            f"""SELECT count(*) = count(DISTINCT "{key}")
+                FROM read_parquet({sql_string(dest / SPOOL)})""").fetchone()[0]
+        dups = [] if unique else con.execute(
+            f"""SELECT "{key}", count(*), list(file_row_number + 1 ORDER BY file_row_number)[1:3]
+                FROM {rows} GROUP BY 1 HAVING count(*) > 1
+                ORDER BY min(file_row_number) LIMIT 5""").fetchall()
+        if dups:
+            listed = "; ".join(f"{k!r} in rows {', '.join(map(str, r))}"
+                               + (" ..." if n > len(r) else "") for k, n, r in dups)
+            raise IngestError(
+                f"{display}, column {key!r}: duplicate director keys: {listed}; director keys "
+                "must be unique (pass allow_duplicate_keys / --allow-duplicate-keys to accept "
+                "them)")
+        if index_file is None or not _any_in_index(con, [dest / SPOOL], key, index_file):
+            return
+        old = con.execute(
+            f"""SELECT s."{key}", s.file_row_number + 1 FROM {rows} s
+                SEMI JOIN read_parquet({sql_string(index_file)}) i ON s."{key}" = i."{key}"
+                ORDER BY 2 LIMIT 5""").fetchall()
+    if old:
+        listed = "; ".join(f"{k!r} in row {r}" for k, r in old)
+        raise IngestError(
+            f"{display}, column {key!r}: duplicate director keys already in table "
+            f"{spec.name}: {listed} (pass allow_duplicate_keys / --allow-duplicate-keys to "
+            "accept them)")
+
+
+def duplicates_across(contributions: list[tuple[Contribution, Path]], key: str,
+                      index_file: Path | None, work: Path, memory_limit: str) -> str | None:
+    """A description of director keys repeated across contributions or already in the
+    published index, or None."""
+    if not contributions:
+        return None
+    parts = [f"""SELECT "{key}" AS k, {c.number} AS c, file_row_number + 1 AS r
+                 FROM read_parquet({sql_string(d / SPOOL)}, file_row_number = true)"""
+             for c, d in contributions]
+    names = {c.number: c.source for c, _ in contributions}
+    files = [d / SPOOL for _, d in contributions]
+    with private_duckdb(work, memory_limit) as con:
+        # cheap checks first (keys alone); rows and files named only when one fails
+        repeated = len(files) > 1 and not con.execute(
+            f"""SELECT count(*) = count(DISTINCT "{key}")
+                FROM {read_parquet(files)}""").fetchone()[0]
+        known = index_file is not None and _any_in_index(con, files, key, index_file)
+        if not repeated and not known:
+            return None
+        found = [] if not repeated else con.execute(
+            f"""SELECT k, list(struct_pack(c, r) ORDER BY c, r)[1:3] FROM ({' UNION ALL '.join(parts)})
+                GROUP BY k HAVING count(*) > 1 ORDER BY k LIMIT 5""").fetchall()
+        if found:
+            listed = "; ".join(
+                f"{k!r} in " + ", ".join(f"{names[x['c']]} row {x['r']}" for x in where)
+                for k, where in found)
+            return f"duplicate director keys across contributions: {listed}"
+        if not known:
+            return None
+        old = con.execute(
+            f"""SELECT s.k, s.c, s.r FROM ({' UNION ALL '.join(parts)}) s
+                SEMI JOIN read_parquet({sql_string(index_file)}) i ON s.k = i."{key}"
+                ORDER BY 2, 3 LIMIT 5""").fetchall()
+    if old:
+        listed = "; ".join(f"{k!r} in {names[c]} row {r}" for k, c, r in old)
+        return f"duplicate director keys already in the table: {listed}"
+    return None
+
+
+def _any_in_index(con, files: list[Path], key: str, index_file: Path) -> bool:
+    """Whether any key of the spools ``files`` is in the director index: a binary
+    search in the index's keys (integers, loaded once per index file), else a DuckDB
+    semi join."""
+    keys = _index_keys(index_file, key)
+    if keys is not None:
+        for f in files:
+            for batch in pq.ParquetFile(f).iter_batches(columns=[key]):
+                want = np.sort(batch.column(0).to_numpy(zero_copy_only=False))
+                pos = np.searchsorted(keys, want)  # sorted needles: cache-friendly
+                pos[pos == len(keys)] = 0
+                if len(keys) and np.any(keys[pos] == want):
+                    return True
+        return False
+    return con.execute(
+        f"""SELECT EXISTS (SELECT 1 FROM read_parquet({sql_list(files)}) s
+                           SEMI JOIN read_parquet({sql_string(index_file)}) i
+                           ON s."{key}" = i."{key}")""").fetchone()[0]
+
+
+_INDEX_KEYS: dict[tuple[str, int, str], np.ndarray | None] = {}
+
+
+def _index_keys(index_file: Path, key: str) -> np.ndarray | None:
+    """The sorted integer keys of a director index file (None for other key types),
+    cached for the last index file read: index files are never modified in place."""
+    st = index_file.stat()
+    tag = (str(index_file), st.st_ino, key)
+    if tag not in _INDEX_KEYS:
+        schema = pq.read_schema(index_file)
+        keys = None
+        if pa.types.is_integer(schema.field(key).type):
+            col = pq.read_table(index_file, columns=[key]).column(0)
+            if not col.null_count:
+                keys = col.to_numpy()
+                if len(keys) > 1 and not np.all(keys[1:] >= keys[:-1]):
+                    keys = np.sort(keys)  # index files are written sorted by key
+        _INDEX_KEYS.clear()
+        _INDEX_KEYS[tag] = keys
+    return _INDEX_KEYS[tag]
+
+
+def load_cells(dest: Path) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(dest / CELLS) as f:
+        return f["cells"], f["counts"]
+
+
+def spool_schema(dest: Path) -> pa.Schema:
+    return pq.read_schema(dest / SPOOL)
+
+
+def conform_spool(dest: Path, schema: pa.Schema, display: str) -> None:
+    """Rewrite a spool whose schema was inferred differently from the table's (another
+    contribution fixed it first), casting column by column; errors name the column."""
+    src = dest / SPOOL
+    pf = pq.ParquetFile(src)
+    hidden = pf.schema_arrow.names[:1] == [layout.HEALPIX_COLUMN]
+    target = (pa.schema([pf.schema_arrow.field(0), *schema]) if hidden else schema)
+    if pf.schema_arrow == target:
+        return
+    tmp = dest / (SPOOL + ".tmp")
+    with pq.ParquetWriter(tmp, target, compression="snappy", use_dictionary=False) as w:
+        for batch in pf.iter_batches():
+            body = batch.drop_columns([layout.HEALPIX_COLUMN]) if hidden else batch
+            body = _conform(body, schema, display)
+            if hidden:
+                body = pa.RecordBatch.from_arrays([batch.column(0), *body.columns], schema=target)
+            w.write_batch(body)
+    os.replace(tmp, src)
+
+
+def table_schema(root: Path, info: TableInfo) -> pa.Schema:
+    """The Arrow schema of a published table's rows (without ``_healpix_29``)."""
+    base = Path(info.path) if Path(info.path).is_absolute() else root / info.path
+    if info.kind is TableKind.REPLICATED:
+        return pq.read_schema(base)
+    schema = pq.read_schema(base / layout.DATASET / "_common_metadata")
+    if schema.names[:1] == [layout.HEALPIX_COLUMN]:
+        schema = pa.schema(list(schema)[1:], metadata=schema.metadata)
+    return schema.remove_metadata() if schema.metadata and b"pandas" in schema.metadata else schema

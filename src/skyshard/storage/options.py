@@ -1,0 +1,57 @@
+"""The knobs of an ingest (one-shot or transaction)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from skyshard.catalog import model
+from skyshard.errors import IngestError
+
+DEFAULT_MAX_ROWS = 1_000_000
+DEFAULT_MARGIN_ARCSEC = 60.0
+DEFAULT_MAX_ORDER = 10
+#: Seconds a superseded table version stays on disk for readers that opened it.
+DEFAULT_GC_GRACE_S = 3600.0
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """Knobs of one ingest. ``max_rows_per_partition`` is HATS's ``pixel_threshold``.
+
+    The tiling knobs (``max_rows_per_partition``, ``max_order``, ``margin_arcsec``) apply
+    to a new table; later increments follow the rule the table was built with.
+    ``fsync`` flushes a new version to disk before publishing it (power-loss safety);
+    ``gc_grace_s`` is how long a superseded version stays for readers that opened it.
+    """
+
+    max_rows_per_partition: int = DEFAULT_MAX_ROWS
+    max_order: int = DEFAULT_MAX_ORDER
+    margin_arcsec: float = DEFAULT_MARGIN_ARCSEC
+    batch_rows: int = 262_144
+    memory_limit: str = "1500MB"
+    allow_duplicate_keys: bool = False
+    progress: bool | None = None  # None: show a bar when stderr is a terminal
+    fsync: bool = True
+    gc_grace_s: float = DEFAULT_GC_GRACE_S
+
+    def __post_init__(self) -> None:
+        if self.max_rows_per_partition < 1:
+            raise IngestError("max_rows_per_partition must be at least 1")
+        if not 0 <= self.max_order <= model.MAX_ORDER:
+            raise IngestError(f"max_order must be within 0..{model.MAX_ORDER}")
+        if not self.margin_arcsec > 0:
+            raise IngestError("margin_arcsec must be positive")
+        if self.batch_rows < 1:
+            raise IngestError("batch_rows must be at least 1")
+        if self.gc_grace_s < 0:
+            raise IngestError("gc_grace_s must not be negative")
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        del d["progress"]
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> IngestOptions:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known})

@@ -1,0 +1,153 @@
+"""Growing an existing tiling: where new rows go, which partitions split, which are new.
+
+An increment keeps every existing partition that stays within ``max_rows`` (or is at the
+deepest order) under its own name, and retiles only
+
+- partitions that grow past ``max_rows``: split to order+1, recursively (HATS's rule
+  applied to the partition's old and new rows together), and
+- free sky (new rows outside every partition): new partitions at the lowest order whose
+  pixel holds at most ``max_rows`` rows and contains no kept partition.
+
+So partitions stay disjoint, kept partitions keep their files, and a partition is never
+merged with its neighbours.
+
+>>> kept = [Partition(1, 0, 10)]
+>>> # 30 new rows in pixel (1, 1): free sky; (0, 0) holds a kept partition, so order 1
+>>> cells = np.array([4]); counts = np.array([30])   # order-2 cell 4 is in (1, 1)
+>>> [(p.order, p.pixel, p.rows) for p in retile(kept, cells, counts, order=2, max_rows=50)]
+[(1, 1, 30)]
+>>> # far away, nothing kept nearby: one order-0 partition
+>>> [(p.order, p.pixel) for p in retile(kept, np.array([11 * 16]), np.array([5]), 2, 50)]
+[(0, 11)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from skyshard.catalog.model import Partition
+from skyshard.storage import partitioning
+
+
+def retile(kept: Sequence[Partition], cells: np.ndarray, counts: np.ndarray, order: int,
+           max_rows: int) -> list[Partition]:
+    """New partitions for the rows counted in ``(cells, counts)`` (a sparse histogram at
+    ``order``, no cell inside a ``kept`` partition), sorted by position."""
+    cells = np.asarray(cells, dtype=np.int64)
+    counts = np.asarray(counts, dtype=np.int64)
+    blocked = _ancestors(kept)
+    out: list[Partition] = []
+    remaining = np.ones(len(cells), dtype=bool)
+    for k in range(order + 1):
+        if not remaining.any():
+            break
+        shift = 2 * (order - k)
+        pix = cells[remaining] >> shift
+        uniq, inverse = np.unique(pix, return_inverse=True)
+        sums = np.bincount(inverse, weights=counts[remaining]).astype(np.int64)
+        final = (sums <= max_rows) | (k == order)
+        if k in blocked:
+            final &= ~np.isin(uniq, blocked[k])
+        out.extend(Partition(k, int(p), int(n)) for p, n in zip(uniq[final], sums[final]))
+        done = np.zeros(len(cells), dtype=bool)
+        done[remaining] = final[inverse]
+        remaining &= ~done
+    out.sort(key=lambda p: p.range29[0])
+    return out
+
+
+def _ancestors(partitions: Sequence[Partition]) -> dict[int, np.ndarray]:
+    """Pixels at each order that strictly contain one of ``partitions``."""
+    by_order: dict[int, set[int]] = {}
+    for p in partitions:
+        for k in range(p.order):
+            by_order.setdefault(k, set()).add(p.pixel >> 2 * (p.order - k))
+    return {k: np.array(sorted(v), dtype=np.int64) for k, v in by_order.items()}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The tiling after an increment.
+
+    ``tiling``: every partition, sorted; ``rewritten``: old partitions whose files are
+    rewritten (they gain rows, or split); ``written``: new-tiling partitions whose files
+    are written (kept partitions that gain rows, children of split partitions, new
+    partitions in free sky); ``split``: old partitions replaced by finer ones.
+    """
+
+    tiling: list[Partition]
+    rewritten: list[Partition]
+    written: list[Partition]
+    split: list[Partition]
+
+    @property
+    def untouched(self) -> list[Partition]:
+        written = {(p.order, p.pixel) for p in self.written}
+        return [p for p in self.tiling if (p.order, p.pixel) not in written]
+
+
+def plan(old: Sequence[Partition], new_cells: np.ndarray, new_counts: np.ndarray, order: int,
+         max_rows: int, old_cells_of) -> Plan:
+    """Where an increment's rows go.
+
+    ``(new_cells, new_counts)``: sparse histogram of the new rows at ``order``;
+    ``old_cells_of(partition)`` returns the sparse histogram ``(cells, counts)`` at
+    ``order`` of a partition's existing rows (read only for partitions that split).
+
+    >>> old = [Partition(1, 0, 40), Partition(1, 1, 10)]
+    >>> cells = np.array([0, 1, 4]); counts = np.array([20, 5, 3])   # order-2 cells
+    >>> p = plan(old, cells, counts, 2, 50, lambda q: (np.array([2, 3]), np.array([20, 20])))
+    >>> [(q.order, q.pixel, q.rows) for q in p.tiling]
+    [(2, 0, 20), (2, 1, 5), (2, 2, 20), (2, 3, 20), (1, 1, 13)]
+    >>> [(q.order, q.pixel) for q in p.split], [(q.order, q.pixel) for q in p.untouched]
+    ([(1, 0)], [])
+    """
+    old = sorted(old, key=lambda p: p.range29[0])
+    new_cells = np.asarray(new_cells, dtype=np.int64)
+    new_counts = np.asarray(new_counts, dtype=np.int64)
+    shift = partitioning.histogram_order_shift(order)
+    idx = partitioning.locate(new_cells << shift, partitioning.starts29(old),
+                              partitioning.ends29(old))
+    gained = np.bincount(idx[idx >= 0], weights=new_counts[idx >= 0],
+                         minlength=len(old)).astype(np.int64)
+    kept: list[Partition] = []
+    split: list[Partition] = []
+    rewritten: list[Partition] = []
+    written: list[Partition] = []
+    cell_parts = [new_cells[idx < 0]]
+    count_parts = [new_counts[idx < 0]]
+    for i, p in enumerate(old):
+        if not gained[i]:
+            kept.append(p)
+            continue
+        rewritten.append(p)
+        total = p.rows + int(gained[i])
+        if total <= max_rows or p.order >= order:
+            q = Partition(p.order, p.pixel, total)
+            kept.append(q)
+            written.append(q)
+        else:
+            split.append(p)
+            oc, on = old_cells_of(p)
+            cell_parts += [new_cells[idx == i], np.asarray(oc, dtype=np.int64)]
+            count_parts += [new_counts[idx == i], np.asarray(on, dtype=np.int64)]
+    cells = np.concatenate(cell_parts)
+    counts = np.concatenate(count_parts)
+    if len(cells):
+        uniq, inverse = np.unique(cells, return_inverse=True)
+        counts = np.bincount(inverse, weights=counts).astype(np.int64)
+        cells = uniq
+    fresh = retile(kept, cells, counts, order, max_rows) if len(cells) else []
+    written += fresh
+    tiling = sorted(kept + fresh, key=lambda p: p.range29[0])
+    written.sort(key=lambda p: p.range29[0])
+    return Plan(tiling=tiling, rewritten=rewritten, written=written, split=split)
+
+
+def sparse_histogram(h29: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(cells, counts)`` of ``_healpix_29`` values at ``order``."""
+    return np.unique(np.asarray(h29, dtype=np.int64) >> partitioning.histogram_order_shift(order),
+                     return_counts=True)
