@@ -15,6 +15,7 @@ decs = st.one_of(st.floats(-90.0, 90.0), st.sampled_from([-90.0, -89.99, 0.0, 89
 
 seeds = st.integers(0, 2**32 - 1)
 
+
 def sample_cap(
     ra: float, dec: float, radius_deg: float, n: int, rng
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -28,19 +29,24 @@ def sample_cap(
     )
     return lonlat_deg(v)
 
+
 def offset(ra: float, dec: float, bearing_deg: float, distance_deg: float) -> tuple[float, float]:
     centre, towards, _ = Ellipse(ra, dec, 1.0, 1.0, bearing_deg).frame()
     d = math.radians(distance_deg)
     ra2, dec2 = lonlat_deg(math.cos(d) * centre + math.sin(d) * towards)
     return float(ra2), float(dec2)
 
+
 @st.composite
+
 def circles(draw):
     return Circle(
         draw(ras), draw(decs), draw(st.one_of(st.floats(1e-4, 5.0), st.floats(5.0, 180.0)))
     )
 
+
 @st.composite
+
 def boxes(draw):
     dec_a, dec_b = sorted([draw(decs), draw(decs)])
     ra_min = draw(ras)

@@ -28,7 +28,6 @@ from skyshard.sphere.regions import (
     angular_separation_deg,
     lonlat_deg,
     reduce_ra_deg,
-    tangent_basis,
     unit_vectors,
 )
 

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import math
 import time
 
 import cdshealpix.nested as healpix
@@ -26,8 +25,6 @@ from skyshard.sphere.regions import (
     Polygon,
     RegionError,
     lonlat_deg,
-    tangent_basis,
-    unit_vectors,
 )
 
 orders = st.integers(0, 9)
