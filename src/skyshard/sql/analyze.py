@@ -184,7 +184,10 @@ def rewrite_areaspec(a: Analysis) -> None:
 
 def rewrite_polygons(a: Analysis) -> None:
     """``scisql_s2PtInCPoly(ra, dec, v1ra, v1dec, ...)`` -> a vectorised SQL expression."""
+    import sqlglot
+
     from skyshard.engine.macros import pt_in_polygon_sql
+    from skyshard.sql.dialect import to_duckdb
 
     for fn in list(a.tree.find_all(exp.Anonymous)):
         if fn.name.lower() != "scisql_s2ptincpoly":
@@ -195,13 +198,9 @@ def rewrite_polygons(a: Analysis) -> None:
             raise UnsupportedQueryError(
                 "scisql_s2PtInCPoly() takes ra, dec and at least 3 vertices as numeric constants",
                 construct="scisql_s2PtInCPoly", sql=a.sql,
-                suggestion="user variables (@poly) and scisql_s2CPolyToBin() are not supported; "
-                           "write the vertices inline")
+                suggestion="write the vertices inline, or SET @poly = scisql_s2CPolyToBin(...) "
+                           "before the SELECT in the same request")
         poly = Polygon(tuple(zip(consts[0::2], consts[1::2])))
-        from skyshard.sql.dialect import to_duckdb
-        from skyshard.sql.parse import QservDialect  # noqa: F401  (same dialect family)
-        import sqlglot
-
         text = pt_in_polygon_sql(to_duckdb(args[0]), to_duckdb(args[1]), poly)
         fn.replace(exp.Paren(this=sqlglot.parse_one(text, read="duckdb")))
 
