@@ -4,6 +4,13 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from hypothesis import settings
+
+# Generated tests explore the same examples on every run, so CI is reproducible; run
+# with --hypothesis-profile=explore to search new ones.
+settings.register_profile("ci", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile("ci")
 
 import small_sky
 

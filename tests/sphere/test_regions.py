@@ -9,6 +9,7 @@ from astropy.coordinates import SkyCoord, SkyOffsetFrame
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from sky_regions import offset, ras, sample_cap, seeds
 from skyshard.errors import UserError
 from skyshard.sphere.regions import (
     Box,
@@ -17,40 +18,11 @@ from skyshard.sphere.regions import (
     Polygon,
     RegionError,
     angular_separation_deg,
-    lonlat_deg,
-    tangent_basis,
-    unit_vectors,
 )
 
 FAST = settings(max_examples=60, deadline=None)
 
-ras = st.floats(0.0, 360.0, exclude_max=True)
 decs = st.one_of(st.floats(-90.0, 90.0), st.sampled_from([-90.0, -89.9999, 0.0, 89.9999, 90.0]))
-seeds = st.integers(0, 2**32 - 1)
-
-
-def sample_cap(
-    ra: float, dec: float, radius_deg: float, n: int, rng
-) -> tuple[np.ndarray, np.ndarray]:
-    """Uniform random points within ``radius_deg`` of (ra, dec)."""
-    centre = unit_vectors(ra, dec)
-    e1, e2 = tangent_basis(centre)
-    cos_t = rng.uniform(math.cos(math.radians(min(radius_deg, 180.0))), 1.0, n)
-    sin_t = np.sqrt(1.0 - cos_t**2)
-    phi = rng.uniform(0.0, 2.0 * np.pi, n)
-    v = cos_t[:, None] * centre + sin_t[:, None] * (
-        np.cos(phi)[:, None] * e1 + np.sin(phi)[:, None] * e2
-    )
-    return lonlat_deg(v)
-
-
-def offset(ra: float, dec: float, bearing_deg: float, distance_deg: float) -> tuple[float, float]:
-    """The point ``distance_deg`` from (ra, dec) towards ``bearing_deg`` east of north."""
-    e = Ellipse(ra, dec, 1.0, 1.0, bearing_deg)
-    centre, towards, _ = e.frame()
-    d = math.radians(distance_deg)
-    ra2, dec2 = lonlat_deg(math.cos(d) * centre + math.sin(d) * towards)
-    return float(ra2), float(dec2)
 
 
 @st.composite
