@@ -98,6 +98,9 @@ def inside_points(region, rng, n: int = 3000) -> tuple[np.ndarray, np.ndarray]:
         (lambda: Polygon(((0.0, 0.0), (1.0, 1.0))), "vertices"),
         (lambda: Polygon(((0.0, 0.0), (1.0, 1.0), (0.0, 0.0))), "vertices"),
         (lambda: Polygon(((0.0, 0.0), (10.0, 0.0), (20.0, 0.0))), "vertices"),
+        # within 1e-17 rad of the meridian RA 2 (found by hypothesis): flat, not a triangle
+        (lambda: Polygon(((2.0, 0.00390625), (2.0, 0.001953125),
+                          (1.9999999999999996, 0.00146484375))), "vertices"),
         (lambda: Polygon(((0.0, 0.0), (180.0, 0.0), (90.0, 45.0))), "vertices"),
         (lambda: Polygon(((0.0, 0.0), (1.0, 95.0), (2.0, 0.0))), "vertices"),
         (lambda: Polygon(((0.0, 0.0), (1.0,), (2.0, 1.0))), "vertices"),

@@ -36,6 +36,7 @@ MAX_SEMI_MAJOR_ARCSEC = 36000.0
 _FULL_RA: tuple[tuple[float, float], ...] = ((0.0, 360.0),)
 _EDGE_EPS = 1e-14  # normals shorter than this mean coincident or antipodal vertices
 _CORNER_TOL = 1e-12  # tolerance of the half-space tests that find polygon corners
+_FLAT_TOL = 1e-12  # radians (2e-7 arcsec): vertices this close to one great circle are flat
 
 
 class RegionError(UserError):
@@ -502,8 +503,10 @@ class Polygon:
                 "or antipodal, so the edge between them is undefined",
                 argument="vertices",
             )
-        unit = normals / lengths[:, None]
-        if np.linalg.norm(np.cross(unit[0], unit), axis=1).max() < _CORNER_TOL:
+        # Flat: every vertex within _FLAT_TOL radians of the plane of the longest edge (the
+        # best-conditioned normal; short edges have normals too noisy to compare).
+        plane = normals[int(np.argmax(lengths))] / lengths.max()
+        if np.abs(self.vertex_vectors @ plane).max() < _FLAT_TOL:
             raise RegionError(
                 "the polygon vertices lie on a single great circle", argument="vertices"
             )
