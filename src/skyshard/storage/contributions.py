@@ -147,7 +147,8 @@ def spool(dest: Path, path: Path, display: str, fmt_name: str, spec: TableSpec,
     dest.mkdir(parents=True, exist_ok=True)
     order = spec.histogram_order
     shift = partitioning.histogram_order_shift(order)
-    hist: dict[int, int] = {}
+    hist_cells: list[np.ndarray] = []
+    hist_counts: list[np.ndarray] = []
     rows = 0
     writer: pq.ParquetWriter | None = None
     data_schema = schema
@@ -163,8 +164,8 @@ def spool(dest: Path, path: Path, display: str, fmt_name: str, spec: TableSpec,
             if spec.kind is TableKind.DIRECTOR:
                 h = _director_healpix(batch, spec, display, rows)
                 cells, n = np.unique(h >> shift, return_counts=True)
-                for c, k in zip(cells.tolist(), n.tolist()):
-                    hist[c] = hist.get(c, 0) + k
+                hist_cells.append(cells)
+                hist_counts.append(n)
                 batch = with_healpix(batch, h)
             elif spec.kind is TableKind.CHILD:
                 _require(batch, [spec.director_key] + ([spec.ra, spec.dec] if spec.ra else []),
@@ -183,9 +184,9 @@ def spool(dest: Path, path: Path, display: str, fmt_name: str, spec: TableSpec,
     if writer is None or data_schema is None:
         raise InputError("the input holds no rows", path=display)
     if spec.kind is TableKind.DIRECTOR:
-        cells = np.array(sorted(hist), dtype=np.int64)
-        np.savez(dest / CELLS, cells=cells, counts=np.array([hist[c] for c in cells.tolist()],
-                                                          dtype=np.int64), order=order)
+        cells, inverse = np.unique(np.concatenate(hist_cells), return_inverse=True)
+        counts = np.bincount(inverse, weights=np.concatenate(hist_counts)).astype(np.int64)
+        np.savez(dest / CELLS, cells=cells.astype(np.int64), counts=counts, order=order)
         if not spec.allow_duplicate_keys:
             _check_keys(dest, display, spec, index_file, memory_limit)
     return rows, data_schema

@@ -20,9 +20,9 @@ new one.
 **Garbage collection rule.** A superseded version is listed in ``skyshard.json``
 (``retired``, with the time it was superseded) and removed by ``collect_garbage`` once
 it has been superseded for longer than the grace period (``DEFAULT_GRACE_S``, one hour;
-run at the end of every commit, and by ``skyshard ingest gc``). Readers are not
-tracked: a ``Database`` (or a query) that lives longer than the grace period after a
-commit must be reopened.
+run at the end of every commit, and by ``skyshard ingest gc``) and no live reader lease
+names it (``storage.leases``: every open ``Database`` pins the versions its queries read,
+and moves to the new version at its next query).
 
 **Recovery** (``recover``, under the catalog lock, at every begin, commit and gc) removes
 what a killed process left behind: version folders that ``skyshard.json`` does not
@@ -44,7 +44,7 @@ from pathlib import Path
 from skyshard.catalog import model
 from skyshard.catalog.model import CatalogMeta, Retired, TableInfo, TableKind
 from skyshard.errors import IngestError
-from skyshard.storage import crashpoints, layout
+from skyshard.storage import crashpoints, layout, leases
 from skyshard.storage.locks import catalog_lock
 
 DEFAULT_GRACE_S = 3600.0
@@ -259,7 +259,9 @@ def collect_garbage(root: Path, *, grace_s: float = DEFAULT_GRACE_S,
         return []
     with catalog_lock(root):
         meta = model.load(root)
-        due = [r for r in meta.retired if now - r.since >= grace_s]
+        pinned = leases.live_versions(root, now=now)
+        due = [r for r in meta.retired
+               if now - r.since >= grace_s and (r.table, r.version) not in pinned]
         if not due:
             return []
         removed = []
@@ -281,7 +283,7 @@ def recover(root: Path) -> list[str]:
         return []
     with catalog_lock(root):
         meta = _load(root)
-        removed = _remove_unreferenced(root, meta)
+        removed = _remove_unreferenced(root, meta) + leases.remove_dead(root)
         for info in meta.tables.values():
             sync_collection(root, info)
         return removed
