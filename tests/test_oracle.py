@@ -17,12 +17,15 @@ from skyshard.sql.dialect import to_duckdb
 from skyshard.sql.parse import parse
 
 
-def oracle_sql(db, sql: str) -> str:
-    return to_duckdb(analyze(sql, parse(sql), db.meta).tree)
+def oracle_sql(db, sql: str, oracle=None) -> str:
+    """The analysed query as one DuckDB statement over whole tables; with ``oracle``, the
+    assignments of a script (``SELECT ... INTO @v``) run on the oracle too."""
+    run = None if oracle is None else (lambda text: oracle.sql(oracle_sql(db, text, oracle)).to_arrow_table())
+    return to_duckdb(analyze(sql, parse(sql, run=run), db.meta).tree)
 
 
 def check(db, db_split, oracle, sql: str, *, ordered: bool | None = None) -> None:
-    want = oracle.sql(oracle_sql(db, sql)).to_arrow_table()
+    want = oracle.sql(oracle_sql(db, sql, oracle)).to_arrow_table()
     if ordered is None:
         ordered = " order by " in sql.lower()
     got = db.sql(sql)
@@ -100,6 +103,19 @@ CASES = [
     "JOIN Source s ON s.filterId = f.filterId WHERE a.objectId < 2000000 AND s.sourceId < 100",
     # equality join of partitioned tables on other columns than the key: one statement
     "SELECT COUNT(*) FROM Object a JOIN Source s ON a.nEpochs = s.filterId WHERE a.objectId = {oid}",
+    # user variables: set by SET or by SELECT ... INTO (run first), NULL when never set
+    "SET @m = 21; SELECT objectId, gMag FROM Object WHERE gMag < @m ORDER BY gMag, objectId LIMIT 5",
+    "SELECT MAX(gMag) FROM Object WHERE kind = 'qso' INTO @m; "
+    "SELECT objectId, kind FROM Object WHERE gMag >= @m ORDER BY objectId",
+    "SELECT MIN(ra), MAX(ra) INTO @lo, @hi FROM Object WHERE objectId IN ({oid}, {oid2}); "
+    "SELECT COUNT(*) FROM Object WHERE ra BETWEEN @lo AND @hi",
+    "SELECT scisql_s2CPolyToBin(43 + filterId, 9, 46, 9, 45, 11) FROM Filter "
+    "WHERE filterId = 1 INTO @poly; SELECT COUNT(*) FROM Object WHERE scisql_s2PtInCPoly(ra, decl, @poly) = 1",
+    "SELECT COUNT(*), MAX(gMag) FROM Object WHERE scisql_s2PtInCPoly(ra, decl, @never_set) = 1",
+    # a box with dec_min > dec_max holds no point (Qserv, sciSQL)
+    "SELECT COUNT(*), AVG(gMag) FROM Object WHERE qserv_areaspec_box(40, 12, 50, 8)",
+    "SELECT o1.objectId, o2.objectId FROM Object o1, Object o2 "
+    "WHERE qserv_areaspec_box(44, 11, 46, 9) AND scisql_angSep(o1.ra, o1.decl, o2.ra, o2.decl) < 0.05",
 ]
 
 

@@ -251,6 +251,12 @@ class ReferenceDatabase:
             self._conn.close()
         self._conn = None
 
+    def new_session(self) -> None:
+        """Start the next statement in a new session: user variables set by one query
+        (``SET @poly = ...``) are not seen by the next, as in Qserv's ``itest``, which
+        runs each query file with its own client."""
+        self.close()
+
     def install_functions(self) -> None:
         with self._connection().cursor() as cur:
             for ddl in FUNCTIONS:
@@ -316,7 +322,8 @@ class ReferenceDatabase:
         return names
 
     def run(self, sql: str) -> ReferenceResult:
-        """Rows of the last statement of ``sql`` that returns rows."""
+        """Rows of the last statement of ``sql`` that returns rows; no columns and no rows
+        when none does (``SELECT ... INTO @v`` only assigns)."""
         import pymysql
 
         result: ReferenceResult | None = None
@@ -331,9 +338,7 @@ class ReferenceDatabase:
             code = exc.args[0] if exc.args else ""
             message = exc.args[1] if len(exc.args) > 1 else str(exc)
             raise ExternalError(f"MariaDB error {code}: {message}") from None
-        if result is None:
-            raise ExternalError("MariaDB returned no rows for any statement")
-        return result
+        return result if result is not None else ReferenceResult([], [], [], [])
 
 
 def _quote(text: str) -> str:

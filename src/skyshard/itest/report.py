@@ -9,7 +9,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
-from skyshard.itest.outcome import STATUSES, Outcome, Status, tally, tally_text
+from skyshard.itest.outcome import STATUSES, Outcome, Status, beyond_qserv, tally, tally_text
 from skyshard.itest.runner import SuiteRun
 
 __all__ = ["markdown", "summary_lines", "to_json", "write_report"]
@@ -45,6 +45,8 @@ def summary_lines(suite: SuiteRun) -> list[str]:
     lines.append(f"all: {tally_text(tally(main))}"
                  + (f"; expected results: {tally_text(tally(expected))}" if expected else "")
                  + f" ({suite.seconds:.0f} s)")
+    if any(not o.runnable for o in main):
+        lines.append("beyond Qserv: " + beyond_qserv(main).sentence())
     return lines
 
 
@@ -55,6 +57,7 @@ def to_json(suite: SuiteRun, command: str) -> dict:
         "settings": {"max_rows_per_partition": suite.settings.max_rows_per_partition,
                      "execution_paths": list(suite.settings.modes)},
         "seconds": round(suite.seconds, 1),
+        "beyond_qserv": _beyond_json([o for r in suite.runs for o in r.outcomes]),
         "cases": [
             {
                 "case": run.case.name,
@@ -76,6 +79,12 @@ def to_json(suite: SuiteRun, command: str) -> dict:
     }
 
 
+def _beyond_json(outcomes: list[Outcome]) -> dict:
+    figure = beyond_qserv(outcomes)
+    return {"criterion": figure.sentence(), "correct": figure.correct,
+            "mariadb_runs": figure.runs, "percent": round(figure.percent, 1)}
+
+
 # --- Markdown -------------------------------------------------------------------------
 
 
@@ -89,7 +98,7 @@ def _row(cells: Iterable[object]) -> str:
 
 def _counts_table(groups: dict[str, list[Outcome]], first: str, describe: dict[str, str] | None = None) -> list[str]:
     statuses = [s for s in STATUSES if any(o.status is s for g in groups.values() for o in g)]
-    head = [first, *(["what"] if describe else []), "queries", *(s.value.lower() for s in statuses)]
+    head = [first, *(["what"] if describe else []), "queries", *(s.label for s in statuses)]
     lines = [_row(head), _row(["---"] * len(head))]
     total: Counter = Counter()
     for name, outcomes in groups.items():
@@ -131,9 +140,12 @@ def markdown(suite: SuiteRun, command: str) -> str:
     out += _counts_table(dict(sorted(by_case.items())), "case")
     out += ["", "Statuses: **pass** same answer as MariaDB; **fail** a different answer; **error** "
             "skyshard raised; **skip** not run (Qserv's skip list, or a table whose data is "
-            "absent); **refused** an `unsupported_*` query refused with a typed SQL error, as it "
-            "should be; **noref** skyshard answered but MariaDB cannot run the query, so the "
-            "answer is unchecked.", ""]
+            "absent); **refused (MariaDB runs it)** an `unsupported_*` query refused with a typed "
+            "SQL error although MariaDB runs its reference form; **refused (MariaDB fails too)** "
+            "an `unsupported_*` query refused with a typed SQL error, and MariaDB cannot run it "
+            "either; **noref** skyshard answered but MariaDB cannot run the query, so the answer "
+            "is unchecked.", ""]
+    out += _beyond_qserv(main)
     classes: dict[str, list[Outcome]] = defaultdict(list)
     for o in main:
         classes[o.query_class].append(o)
@@ -157,12 +169,14 @@ def markdown(suite: SuiteRun, command: str) -> str:
     if ignored:
         out += ["", "Not query files (no `.sql` suffix; Qserv's `itest` ignores them too): "
                 + ", ".join(f"`{f}`" for f in ignored) + "."]
-    refused = [o for o in main if o.status is Status.REFUSED]
+    refused = [o for o in main if o.status in (Status.REFUSED, Status.REFUSED_RUNS)]
     if refused:
-        out += ["", "## Refused, as Qserv refuses them", "",
-                "`unsupported_*` queries that skyshard refuses with a typed error (the ones it "
-                "answers are compared with MariaDB like the others).", ""]
-        out += [f"- `{o.id}`: {o.detail[:160]}{'...' if len(o.detail) > 160 else ''}" for o in refused]
+        out += ["", "## Refused queries", "",
+                "Every `unsupported_*` query that skyshard refuses, with its error, and what "
+                "MariaDB does with the reference form (the ones skyshard answers are compared "
+                "with MariaDB like the others).", ""]
+        out += [f"- `{o.id}` **{o.status.label}**: {o.detail} — *{_reference_words(o)}*"
+                for o in refused]
     if expected:
         out += ["", "## Stored expected results", "",
                 "lsst-dm/qserv-ingest keeps the results Qserv gave for case01 and case03 "
@@ -194,6 +208,48 @@ def markdown(suite: SuiteRun, command: str) -> str:
         out += [""]
     out += ["## How the comparison is made", ""] + _method(suite)
     return "\n".join(out).rstrip() + "\n"
+
+
+_MYSQL_SYNTAX = ("You have an error in your SQL syntax; check the manual that corresponds to "
+                 "your MariaDB server version for the right syntax to use")
+
+
+def _reference_words(o: Outcome) -> str:
+    """What MariaDB does with the reference form, in a few words."""
+    if o.reference_runs:
+        return o.reference_detail or "MariaDB runs it"
+    text = o.reference_detail.removeprefix("MariaDB ").replace(_MYSQL_SYNTAX, "syntax error")
+    return "MariaDB: " + (text[:200] + ("..." if len(text) > 200 else "") or "cannot run it")
+
+
+def _beyond_qserv(main: list[Outcome]) -> list[str]:
+    """The criterion for the queries Qserv refuses, as a computed figure."""
+    unsupported = [o for o in main if not o.runnable]
+    if not unsupported:
+        return []
+    figure = beyond_qserv(unsupported)
+    ran = [o for o in unsupported if o.reference_runs]
+    counts = tally(ran)
+    out = ["## Beyond Qserv: the `unsupported_*` queries", "",
+           "Qserv refuses the queries of its `unsupported_*` folders. skyshard must answer "
+           "correctly those whose reference form MariaDB runs, and refuse every other one "
+           "with an error naming the construct.", "",
+           f"**{figure.sentence()}.**", ""]
+    if ran:
+        out += ["Of those MariaDB runs: " + tally_text(counts) + ".", ""]
+        out += [_row(["query", "skyshard", "MariaDB"]), _row(["---"] * 3)]
+        out += [_row([f"`{o.id}`", o.status.label + (f": {o.detail}" if o.detail else ""),
+                      o.reference_detail]) for o in ran]
+        out += [""]
+    cannot = [o for o in unsupported if o.reference_runs is False]
+    if cannot:
+        out += [f"MariaDB cannot run the other {len(cannot)}: skyshard "
+                + tally_text(tally(cannot)) + " (each refusal is listed with its error under "
+                "*Refused queries*).", ""]
+    skipped = [o for o in unsupported if o.reference_runs is None and o.status is Status.SKIP]
+    if skipped:
+        out += [f"Not run: {len(skipped)} (" + ", ".join(f"`{o.id}`" for o in skipped) + ").", ""]
+    return out
 
 
 def _method(suite: SuiteRun) -> list[str]:

@@ -9,6 +9,12 @@ statement (``fragment_partitions=1``, the path a cluster takes); both must agree
 the reference. Directors are cut into small partitions (``max_rows_per_partition``,
 default 40) so that queries cross partition boundaries as they cross Qserv's chunks.
 
+The ``unsupported_*`` queries (those Qserv refuses) run the same way; when skyshard
+refuses one (or fails), the reference form still runs on MariaDB, to tell a refusal of
+a query MariaDB runs (``REFUSED_RUNS``, a shortfall) from one MariaDB cannot run either
+(``REFUSED``). Every query starts a new MariaDB session, so that user variables do not
+leak from one query to the next.
+
 Roles map as follows: director -> director (``unique_primary_key: 0`` allows duplicate
 keys); child -> child of its director by ``director_key``; *match* tables (two
 directors) -> replicated, as skyshard has no match tables yet; replicated ->
@@ -228,6 +234,7 @@ def run_query(case: Case, query: Query, databases: dict, refdb: ReferenceDatabas
     if reason is not None:
         outcome.detail = reason
         return outcome
+    refdb.new_session()
     answers: dict[str, pa.Table] = {}
     for mode, db in databases.items():
         result, seconds = _timed(db, query.qserv_sql)
@@ -238,6 +245,8 @@ def run_query(case: Case, query: Query, databases: dict, refdb: ReferenceDatabas
                 outcome.status, outcome.detail = Status.REFUSED, _error_text(result)
             else:
                 outcome.status, outcome.detail = Status.ERROR, _mode(mode, databases) + _error_text(result)
+            if not query.runnable:
+                _try_reference(outcome, query, refdb)
             return outcome
         answers[mode] = result
     first = next(iter(answers.values()))
@@ -254,9 +263,14 @@ def run_query(case: Case, query: Query, databases: dict, refdb: ReferenceDatabas
         ref = refdb.run(ref_sql)
     except ExternalError as exc:
         outcome.status, outcome.detail = Status.NOREF, f"the reference cannot run it: {exc}"
+        if not query.runnable:
+            outcome.reference_runs, outcome.reference_detail = False, " ".join(str(exc).split())
         return outcome
     finally:
         outcome.reference_seconds = round(time.monotonic() - t0, 4)
+    if not query.runnable:
+        outcome.reference_runs = True
+        outcome.reference_detail = _rows_in_words(ref) + (" (without its LIMIT)" if subset else "")
     ref_keys = None
     if ordering.ordered and ordering.keys is None and not query.sort_result and not subset:
         ref, ref_keys = _with_keys(refdb, ref_sql, ref)
@@ -269,6 +283,30 @@ def run_query(case: Case, query: Query, databases: dict, refdb: ReferenceDatabas
     outcome.status = Status.PASS
     outcome.note = _notes(answers, _reference_names(refdb, ref_sql, ref))
     return outcome
+
+
+def _try_reference(outcome: Outcome, query: Query, refdb: ReferenceDatabase) -> None:
+    """For an unsupported_* query skyshard did not answer: whether MariaDB runs its
+    reference form. A refusal of a query MariaDB runs is a shortfall (REFUSED_RUNS)."""
+    refdb.new_session()
+    t0 = time.monotonic()
+    try:
+        ref = refdb.run(query.reference_sql)
+    except ExternalError as exc:
+        outcome.reference_runs, outcome.reference_detail = False, " ".join(str(exc).split())
+        return
+    finally:
+        outcome.reference_seconds = round(time.monotonic() - t0, 4)
+    outcome.reference_runs = True
+    if outcome.status is Status.REFUSED:
+        outcome.status = Status.REFUSED_RUNS
+    outcome.reference_detail = _rows_in_words(ref)
+
+
+def _rows_in_words(ref: ReferenceResult) -> str:
+    if not ref.columns:
+        return "MariaDB runs it (no result set)"
+    return f"MariaDB returns {len(ref.rows)} row{'' if len(ref.rows) == 1 else 's'}"
 
 
 def _reference_names(refdb: ReferenceDatabase, sql: str, ref: ReferenceResult) -> list[str]:

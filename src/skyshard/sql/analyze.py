@@ -16,6 +16,7 @@ refuses cross products of them, saying what would make them work.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -60,6 +61,7 @@ class Analysis:
     keys: dict[str, list[KeyConstraint]] = field(default_factory=dict)  # alias -> keys
     joins: JoinGraph | None = None
     pseudo: dict[str, set[str]] = field(default_factory=dict)  # alias -> pseudo-columns used
+    nowhere: set[str] = field(default_factory=set)  # aliases restricted to an empty region
 
     @property
     def outer_refs(self) -> list[TableRef]:
@@ -152,7 +154,9 @@ AREASPEC = {
 def rewrite_areaspec(a: Analysis) -> None:
     """``qserv_areaspec_*(...)`` -> exact predicates on each partitioned table with a position.
 
-    It must be a top-level AND term of the outermost WHERE (as Qserv requires).
+    It must be a top-level AND term of the outermost WHERE (as Qserv requires). A box
+    whose ``dec_min`` exceeds its ``dec_max`` is empty, as in Qserv (an empty latitude
+    interval) and sciSQL (``scisql_s2PtInBox`` is 0): the query reads nothing.
     """
     outer = _outer_select(a.tree)
     where = outer.args.get("where") if outer is not None else None
@@ -173,6 +177,11 @@ def rewrite_areaspec(a: Analysis) -> None:
             raise UnsupportedQueryError(
                 f"{fn.name}() needs a partitioned table with a position in FROM",
                 construct=fn.name, sql=a.sql)
+        if region is EMPTY:
+            # No row can match: the WHERE clause is false, no partition is read.
+            a.nowhere.update(r.alias for r in a.outer_refs if r.info.is_partitioned)
+            term.replace(exp.false())
+            continue
         preds = [_region_predicate(region, r.alias, r.info) for r in targets]
         for r in targets:
             # Only a director's partitions follow its own position: child rows live where
@@ -217,6 +226,10 @@ def find_restrictors(a: Analysis) -> None:
         if fn is not None and fn.name.lower() in _PT_IN:
             alias = _position_alias(a, fn.expressions[0], fn.expressions[1])
             consts = [_const(x) for x in fn.expressions[2:]]
+            if (fn.name.lower() == "scisql_s2ptinbox" and len(consts) == 4
+                    and all(c is not None for c in consts) and _empty_box(*consts)):
+                a.nowhere.update(r.alias for r in a.outer_refs if r.info.is_partitioned)
+                continue
             if alias and all(c is not None for c in consts):
                 try:
                     region = _PT_IN[fn.name.lower()](*consts)
@@ -380,7 +393,17 @@ def _const(e: exp.Expression) -> float | None:
     return None
 
 
-def _region(kind: str, fn: exp.Anonymous, sql: str) -> Region:
+#: The region of a box with ``dec_min > dec_max``: no point.
+EMPTY = object()
+
+
+def _empty_box(ra_min: float, dec_min: float, ra_max: float, dec_max: float) -> bool:
+    """A box of valid latitudes with ``dec_min > dec_max``."""
+    return all(math.isfinite(v) for v in (ra_min, ra_max)) and \
+        all(math.isfinite(d) and -90.0 <= d <= 90.0 for d in (dec_min, dec_max)) and dec_min > dec_max
+
+
+def _region(kind: str, fn: exp.Anonymous, sql: str) -> Region | object:
     consts = [_const(x) for x in fn.expressions]
     if any(c is None for c in consts):
         raise UnsupportedQueryError(f"{fn.name}() takes numeric constants only",
@@ -391,6 +414,8 @@ def _region(kind: str, fn: exp.Anonymous, sql: str) -> Region:
                                     construct=fn.name, sql=sql)
     try:
         if kind == "box":
+            if _empty_box(*consts):
+                return EMPTY
             return Box(*consts)
         if kind == "circle":
             return Circle(*consts)

@@ -1,8 +1,9 @@
 """Statements answered from the catalog description, without reading partitions.
 
 ``SHOW TABLES``, ``SHOW [FULL] COLUMNS FROM t [LIKE 'pat']``, ``DESCRIBE t`` (MySQL's
-shapes), and ``SELECT COUNT(*) FROM t`` with nothing else, answered from the row
-counts stored at ingest (as Qserv answers it from its table statistics).
+shapes), a request that only assigns user variables (no result set), and
+``SELECT COUNT(*) FROM t`` with nothing else, answered from the row counts stored at
+ingest (as Qserv answers it from its table statistics).
 
 >>> import sqlglot
 >>> is_metadata_statement(sqlglot.parse_one("SHOW TABLES", read="mysql"))
@@ -18,6 +19,7 @@ from sqlglot import exp
 
 from skyshard.catalog.model import CatalogMeta, TableInfo
 from skyshard.errors import CatalogError, UnknownNameError, UnsupportedQueryError
+from skyshard.sql.variables import NoResult
 
 _ARROW_TO_MYSQL = {
     "int8": "tinyint(4)", "int16": "smallint(6)", "int32": "int(11)", "int64": "bigint(20)",
@@ -30,10 +32,14 @@ _ARROW_TO_MYSQL = {
 
 
 def is_metadata_statement(tree: exp.Expression) -> bool:
-    return isinstance(tree, (exp.Show, exp.Describe))
+    """SHOW, DESCRIBE, or a request that only assigned user variables (answered with no
+    result set: a table of no columns)."""
+    return isinstance(tree, (exp.Show, exp.Describe, NoResult))
 
 
 def answer(tree: exp.Expression, catalog: CatalogMeta) -> pa.Table:
+    if isinstance(tree, NoResult):
+        return pa.table({})
     if isinstance(tree, exp.Describe):
         return columns_of(_table(catalog, tree.this))
     kind = str(tree.this).upper()

@@ -1,10 +1,11 @@
 """Parse user SQL into one sqlglot tree, or fail with a typed error.
 
 Only a single read statement gets through: ``SELECT`` (with ``UNION``/``INTERSECT``/
-``EXCEPT`` and ``WITH``). Everything else — ``SET``, ``COPY``, ``ATTACH``, ``PRAGMA``,
-``INSTALL``, ``CALL``, several statements — is refused here, by statement type, before
-anything reaches DuckDB; functions that could reach files, the network or settings are
-refused wherever they appear.
+``EXCEPT`` and ``WITH``), possibly after statements that assign user variables
+(:mod:`skyshard.sql.variables`). Everything else — other ``SET``s, ``COPY``, ``ATTACH``,
+``PRAGMA``, ``INSTALL``, ``CALL``, several SELECTs — is refused here, by statement type,
+before anything reaches DuckDB; functions that could reach files, the network or
+settings are refused wherever they appear.
 
 >>> parse("SELECT ra FROM Object WHERE objectId = 1").sql()
 'SELECT ra FROM Object WHERE objectId = 1'
@@ -17,14 +18,14 @@ skyshard.errors.SqlSyntaxError: unexpected end of query (line 1, column 14)
 from __future__ import annotations
 
 import logging
-import re
 
-import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
+from sqlglot.tokens import Token, TokenType
 
 from skyshard.errors import ForbiddenQueryError, SqlSyntaxError, UnsupportedQueryError
 from skyshard.sql.dialect import QservDialect
+from skyshard.sql.variables import NoResult, Run, Statement, resolve
 
 logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
@@ -52,25 +53,20 @@ READ_STATEMENTS = (exp.Select, exp.Union, exp.Intersect, exp.Except)
 METADATA_STATEMENTS = (exp.Show, exp.Describe)
 
 
-def parse(sql: str, *, metadata: bool = False) -> exp.Expression:
+def parse(sql: str, *, metadata: bool = False, run: Run | None = None) -> exp.Expression:
     """One read statement as a sqlglot tree (MySQL/Qserv dialect); with ``metadata``,
-    ``SHOW``/``DESCRIBE`` statements are accepted too."""
+    ``SHOW``/``DESCRIBE`` statements are accepted too.
+
+    The text may be a script that assigns user variables first (``SET @v = ...``,
+    ``SELECT ... INTO @v``; see :mod:`skyshard.sql.variables`): their values are written
+    into the last statement. ``run`` runs the assignments that read tables; a script
+    that ends with an assignment gives :class:`~skyshard.sql.variables.NoResult`.
+    """
     if not sql or not sql.strip():
         raise SqlSyntaxError("empty query")
-    try:
-        trees = [t for t in sqlglot.parse(sql, read=QservDialect) if t is not None]
-    except ParseError as err:
-        if re.search(r"\bINTO\s+@", sql, re.IGNORECASE):
-            raise UnsupportedQueryError(
-                "SELECT ... INTO @variable is not supported: there are no user variables",
-                construct="SELECT INTO @variable", suggestion="write the value inline",
-                sql=sql) from None
-        raise syntax_error(err, sql) from None
-    except TokenError as err:
-        raise SqlSyntaxError(f"cannot read the query: {err}", sql=sql) from None
-    if len(trees) > 1:
-        trees = [_substitute_variables(trees, sql)]
-    tree = trees[0]
+    tree = resolve(statements(sql), sql, run)
+    if isinstance(tree, NoResult):
+        return tree
     if metadata and isinstance(tree, METADATA_STATEMENTS) and not (
             isinstance(tree, exp.Describe) and not isinstance(tree.this, exp.Table)):
         return tree
@@ -81,14 +77,10 @@ def parse(sql: str, *, metadata: bool = False) -> exp.Expression:
             sql=sql)
     if tree.find(exp.Into) is not None:
         raise UnsupportedQueryError(
-            "SELECT ... INTO is not supported: results are returned, never stored",
-            construct="SELECT INTO", suggestion="write the value inline", sql=sql)
+            "SELECT ... INTO is not supported here: results are returned, never stored",
+            construct="SELECT INTO", suggestion="INTO @variable is accepted at the top level "
+            "of a SELECT; else write the value inline", sql=sql)
     check_functions(tree, sql)
-    variable = tree.find(exp.Parameter)
-    if variable is not None:
-        raise UnsupportedQueryError(
-            f"user variable @{variable.name} is not set", construct="user variable",
-            suggestion="SET @variable = value; before the SELECT, in the same request", sql=sql)
     placeholder = tree.find(exp.Placeholder)
     if placeholder is not None:
         raise UnsupportedQueryError(
@@ -97,64 +89,97 @@ def parse(sql: str, *, metadata: bool = False) -> exp.Expression:
     return tree
 
 
+def statements(sql: str) -> list[Statement]:
+    """The ``;``-separated statements of ``sql``, parsed, each with the variables of its
+    ``INTO @v, ...`` (taken out of the statement: sqlglot reads no trailing INTO).
+
+    >>> [(s.tree.sql(), s.into) for s in statements("SELECT MAX(ra) FROM t INTO @m; SELECT @m")]
+    [('SELECT MAX(ra) FROM t', ('m',)), ('SELECT @m', ())]
+    """
+    dialect = QservDialect()
+    try:
+        tokens = dialect.tokenize(sql)
+    except TokenError as err:
+        raise SqlSyntaxError(f"cannot read the query: {err}", sql=sql) from None
+    _check_numbers(tokens, sql)
+    chunks: list[list[Token]] = [[]]
+    for token in tokens:
+        if token.token_type is TokenType.SEMICOLON:
+            chunks.append([])
+        else:
+            chunks[-1].append(token)
+    out: list[Statement] = []
+    for chunk in (c for c in chunks if c):
+        kept, into = _without_into(chunk)
+        try:
+            trees = [t for t in dialect.parser().parse(kept, sql) if t is not None]
+        except ParseError as err:
+            raise syntax_error(err, sql) from None
+        out += [Statement(tree, into) for tree in trees]
+    if not out:
+        raise SqlSyntaxError("empty query")
+    return out
+
+
+def _without_into(tokens: list[Token]) -> tuple[list[Token], tuple[str, ...]]:
+    """The tokens without a top-level ``INTO @a, @b`` (after the select list or at the
+    end), and the variables' names in lower case."""
+    depth = 0
+    for i, token in enumerate(tokens):
+        if token.token_type is TokenType.L_PAREN:
+            depth += 1
+        elif token.token_type is TokenType.R_PAREN:
+            depth -= 1
+        elif token.token_type is TokenType.INTO and depth == 0:
+            names: list[str] = []
+            j = i + 1
+            while (j + 1 < len(tokens) and tokens[j].token_type is TokenType.PARAMETER
+                   and tokens[j + 1].start == tokens[j].end + 1):
+                names.append(tokens[j + 1].text.lower())
+                j += 2
+                if j + 1 < len(tokens) and tokens[j].token_type is TokenType.COMMA \
+                        and tokens[j + 1].token_type is TokenType.PARAMETER:
+                    j += 1
+                    continue
+                break
+            if names:
+                return tokens[:i] + tokens[j:], tuple(names)
+    return tokens, ()
+
+
+def _check_numbers(tokens: list[Token], sql: str) -> None:
+    """Refuse malformed numbers (``35 .1``, ``35. 1``, ``1.2.3``): MySQL reads two
+    numbers there and fails; sqlglot would read ``35 .1`` as a qualified name."""
+    for i, a in enumerate(tokens[:-1]):
+        if a.token_type is not TokenType.NUMBER:
+            continue
+        b = tokens[i + 1]
+        end = None
+        if b.token_type is TokenType.NUMBER:
+            end = b.end
+        elif (b.token_type is TokenType.DOT and i + 2 < len(tokens)
+              and tokens[i + 2].token_type is TokenType.NUMBER
+              and tokens[i + 2].start == b.end + 1):
+            end = tokens[i + 2].end
+        if end is not None:
+            text = sql[a.start:end + 1]
+            why = ": a number has no spaces inside" if any(c.isspace() for c in text) else ""
+            raise SqlSyntaxError(f"malformed number {text!r}{why}", line=a.line,
+                                 column=a.col - (a.end - a.start), sql=sql)
+
+
 def syntax_error(err: ParseError, sql: str) -> SqlSyntaxError:
-    """sqlglot's first parse error as a SqlSyntaxError with its line and column."""
+    """sqlglot's first parse error as a SqlSyntaxError with its line and column, and the
+    text it stopped at."""
     first = err.errors[0] if err.errors else {}
     description = first.get("description") or str(err)
     if "SENTINEL" in description:
         description = "unexpected end of query"
+    else:
+        near = (first.get("highlight") or "").strip()
+        if near:
+            description += f" near {near[:40]!r}"
     return SqlSyntaxError(description, line=first.get("line"), column=first.get("col"), sql=sql)
-
-
-def _substitute_variables(trees: list[exp.Expression], sql: str) -> exp.Expression:
-    """``SET @v = <constant>; ... SELECT ...``: the variables' values written into the
-    SELECT, as MySQL would evaluate them. A polygon made by ``scisql_s2CPolyToBin(...)``
-    becomes the vertices of ``scisql_s2PtInCPoly(ra, dec, @v)``. Anything else in a
-    script is refused."""
-    values: dict[str, exp.Expression] = {}
-    for stmt in trees[:-1]:
-        items = stmt.expressions if isinstance(stmt, exp.Set) else []
-        if not items:
-            raise UnsupportedQueryError(
-                f"{len(trees)} statements given", construct="multiple statements",
-                suggestion="send one SELECT at a time (SET @variable = constant before it is "
-                           "accepted)", sql=sql)
-        for item in items:
-            eq = item.this
-            if not (isinstance(eq, exp.EQ) and isinstance(eq.this, exp.Parameter)):
-                raise UnsupportedQueryError("only SET @variable = value is accepted before a "
-                                            "SELECT", construct="SET", sql=sql)
-            value = eq.expression
-            if any(isinstance(n, (exp.Column, exp.Select)) for n in value.walk()):
-                raise UnsupportedQueryError(
-                    "a user variable's value must be a constant", construct="SET @variable",
-                    sql=sql)
-            values[eq.this.name.lower()] = value
-    select = trees[-1]
-    if not isinstance(select, READ_STATEMENTS):
-        raise UnsupportedQueryError("a script must end with a SELECT", construct="script",
-                                    sql=sql)
-
-    def fix(node: exp.Expression) -> exp.Expression:
-        if (isinstance(node, exp.Anonymous) and node.name.lower() == "scisql_s2ptincpoly"
-                and len(node.expressions) == 3 and isinstance(node.expressions[2], exp.Parameter)):
-            value = values.get(node.expressions[2].name.lower())
-            if isinstance(value, exp.Anonymous) and value.name.lower() == "scisql_s2cpolytobin":
-                return exp.Anonymous(this=node.this, expressions=[
-                    node.expressions[0], node.expressions[1], *[v.copy() for v in value.expressions]])
-        if isinstance(node, exp.Parameter):
-            value = values.get(node.name.lower())
-            if value is None:
-                raise UnsupportedQueryError(f"user variable @{node.name} is not set",
-                                            construct="user variable", sql=sql)
-            if isinstance(value, exp.Anonymous) and value.name.lower() == "scisql_s2cpolytobin":
-                raise UnsupportedQueryError(
-                    f"@{node.name} holds a polygon: use it as scisql_s2PtInCPoly(ra, dec, "
-                    f"@{node.name})", construct="user variable", sql=sql)
-            return value.copy()
-        return node
-
-    return select.transform(fix)
 
 
 def check_functions(tree: exp.Expression, sql: str | None = None) -> None:

@@ -28,6 +28,7 @@ from skyshard.sql.analyze import Analysis, KeyConstraint, analyze
 from skyshard.sql.dialect import QservDialect, to_duckdb
 from skyshard.sql.parse import parse
 from skyshard.sql.split import NotSplittable, Split, split
+from skyshard.sql.variables import NoResult
 from skyshard.storage import layout
 
 @dataclass(frozen=True)
@@ -90,6 +91,16 @@ class QueryPlan:
         assert self.split is not None
         return self._render(self.split.parallel.copy(), set(fragment), orphans=orphans)
 
+    def parallel_sql_over(self, relation: str) -> str:
+        """The parallel statement reading the query's one partitioned table from the
+        registered relation ``relation`` instead of its files (a shared scan hands one
+        read of some partitions to several queries). The relation holds those
+        partitions' rows with at least the columns the query uses, without
+        ``_healpix_29``; orphans are not in it. Only for a query without pseudo-columns,
+        partition-local joins or a coarse ``_healpix_29`` filter."""
+        assert self.split is not None
+        return self._render(self.split.parallel.copy(), None, orphans=False, scanned=relation)
+
     def merge_sql(self) -> str:
         assert self.split is not None
         return to_duckdb(self.split.merge)
@@ -97,7 +108,7 @@ class QueryPlan:
     # --- rendering -----------------------------------------------------------------------
 
     def _render(self, tree: exp.Expression, fragment: set[tuple[int, int]] | None, *,
-                orphans: bool) -> str:
+                orphans: bool, scanned: str | None = None) -> str:
         """Replace each catalog table by a placeholder, render, then splice in the scans
         (rendering file lists through sqlglot would cost more than the query)."""
         joins = self.analysis.joins
@@ -128,11 +139,16 @@ class QueryPlan:
             regions = self.analysis.regions.get(alias, []) if outermost else []
             where = _healpix_filter(regions, self.healpix.get(key) if outermost else None,
                                     orphans=info.kind is TableKind.CHILD)
-            source = self._source(
-                info, wanted, orphans=orphans or not outermost,
-                margin=outermost and key in with_margin, where=where,
-                extra={c: CHUNK_ID_SQL for c in pseudo} | (
-                    {PART: CHUNK_ID_SQL} if outermost and key in tagged else {}))
+            if scanned is not None and outermost and info.is_partitioned:
+                if where or pseudo or key in tagged:
+                    raise InternalError(f"{alias} cannot be read from a shared scan")
+                source = f'(SELECT * FROM "{scanned}")'
+            else:
+                source = self._source(
+                    info, wanted, orphans=orphans or not outermost,
+                    margin=outermost and key in with_margin, where=where,
+                    extra={c: CHUNK_ID_SQL for c in pseudo} | (
+                        {PART: CHUNK_ID_SQL} if outermost and key in tagged else {}))
             placeholder = f"__skyshard_source_{len(sources)}__"
             sources[placeholder] = source
             table.replace(exp.Table(this=exp.to_identifier(placeholder),
@@ -180,6 +196,9 @@ def plan(sql: str, catalog: CatalogMeta, root: Path, key_lookup: KeyLookup, *,
          tree: exp.Expression | None = None) -> QueryPlan:
     """Plan ``sql`` (or its already parsed ``tree``) against ``catalog``."""
     tree = parse(sql) if tree is None else tree
+    if isinstance(tree, NoResult):
+        raise UnsupportedQueryError("the request only assigns user variables: there is no "
+                                    "SELECT to plan", construct="SELECT INTO @variable", sql=sql)
     if not isinstance(tree, exp.Query):
         raise InternalError(f"cannot plan a {type(tree).__name__} statement")
     a = analyze(sql, tree, catalog)
@@ -242,7 +261,7 @@ def _choose_partitions(a: Analysis, key_lookup: KeyLookup):
     own_h: dict[str, set[int]] = {}
     for r in refs:
         pairs = [(p.order, p.pixel) for p in r.info.partitions]
-        allowed: set[tuple[int, int]] | None = None
+        allowed: set[tuple[int, int]] | None = set() if r.alias in a.nowhere else None
         for region in a.regions.get(r.alias, []):
             hit = {pr for pr, h in zip(pairs, coverage.overlaps(region, pairs)) if h}
             allowed = hit if allowed is None else allowed & hit
