@@ -7,6 +7,8 @@
     skyshard ingest begin|add|commit|publish|abort|status|gc ...   (transactions)
     skyshard sql --catalog CATALOG_DIR "SELECT ..." [--format table|csv|json|parquet]
     skyshard tables CATALOG_DIR
+    skyshard upload CATALOG_DIR s3://BUCKET/PREFIX   (then: sql/serve --catalog s3://...)
+    skyshard replicas place|check|repair CATALOG_DIR --scheduler ADDR   (shared-nothing)
 
 Errors that are the user's to fix print one line, ``error: ...``, and exit with status 2;
 anything else is a bug and keeps its traceback.
@@ -235,8 +237,35 @@ def ingest_gc(catalog_dir, grace) -> None:
     click.echo(f"{len(removed)} item(s) removed")
 
 
+class _Catalog(click.ParamType):
+    """A catalog folder that exists, or a URL (``s3://bucket/catalog``) taken as is."""
+
+    name = "catalog"
+
+    def convert(self, value, param, ctx):
+        from skyshard.storage.remote import is_url
+
+        if is_url(value):
+            return value
+        return click.Path(file_okay=False, exists=True).convert(value, param, ctx)
+
+
+_storage_option = click.option(
+    "--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
+    help="for a catalog URL: a file-system option (endpoint_url=http://HOST:9000, "
+         "anon=true; VALUE read as JSON when it parses); repeatable. Default: the "
+         "AWS_* environment variables")
+
+
+def _options(pairs: tuple[str, ...]) -> dict | None:
+    from skyshard.storage.remote import parse_option
+
+    return dict(parse_option(p) for p in pairs) or None
+
+
 @cli.command()
-@click.option("--catalog", "catalog_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--catalog", "catalog_dir", required=True, type=_Catalog())
+@_storage_option
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]),
               default="table", show_default=True)
 @click.option("--explain", is_flag=True, help="print the plan instead of running the query")
@@ -246,26 +275,29 @@ def ingest_gc(catalog_dir, grace) -> None:
               help="run on the Dask cluster at this scheduler address (tcp://HOST:8786)")
 @click.option("--adql", is_flag=True, help="the query is ADQL, not MySQL/Qserv")
 @click.argument("query")
-def sql(catalog_dir: str, fmt: str, explain: bool, workers: int | None, scheduler: str | None,
-        adql: bool, query: str) -> None:
-    """Run one SELECT on a catalog."""
+def sql(catalog_dir: str, storage_options: tuple[str, ...], fmt: str, explain: bool,
+        workers: int | None, scheduler: str | None, adql: bool, query: str) -> None:
+    """Run one SELECT on a catalog (a folder, or a URL such as s3://bucket/catalog)."""
     import skyshard
     from skyshard.output import write
 
+    options = _options(storage_options)
     if explain:
-        click.echo(skyshard.open(catalog_dir).explain(query))
+        click.echo(skyshard.open(catalog_dir, storage_options=options).explain(query))
         return
-    with skyshard.open(catalog_dir, workers=workers, scheduler=scheduler) as db:
+    with skyshard.open(catalog_dir, workers=workers, scheduler=scheduler,
+                       storage_options=options) as db:
         write(db.sql(query, dialect="adql" if adql else "qserv"), fmt)
 
 
 @cli.command()
-@click.argument("catalog_dir", type=click.Path(file_okay=False, exists=True))
-def tables(catalog_dir: str) -> None:
+@click.argument("catalog_dir", type=_Catalog())
+@_storage_option
+def tables(catalog_dir: str, storage_options: tuple[str, ...]) -> None:
     """List a catalog's tables with their roles and sizes."""
     import skyshard
 
-    db = skyshard.open(catalog_dir)
+    db = skyshard.open(catalog_dir, storage_options=_options(storage_options))
     for t in db.tables.values():
         extra = f", director {t.director} by {t.director_key}" if t.director else ""
         parts = f", {len(t.partitions)} partitions" if t.is_partitioned else ""
@@ -273,8 +305,21 @@ def tables(catalog_dir: str) -> None:
 
 
 @cli.command()
-@click.option("--catalog", "catalog_dir", type=click.Path(file_okay=False, exists=True),
-              help="catalog to serve (or catalog = ... in the config file)")
+@click.argument("catalog_dir", type=click.Path(file_okay=False, exists=True))
+@click.argument("url")
+@_storage_option
+def upload(catalog_dir: str, url: str, storage_options: tuple[str, ...]) -> None:
+    """Copy a local catalog to object storage (s3://bucket/prefix), skyshard.json last."""
+    from skyshard.storage.remote import upload as upload_catalog
+
+    n = upload_catalog(catalog_dir, url, _options(storage_options))
+    click.echo(f"{catalog_dir}: {n} file(s) copied to {url}")
+
+
+@cli.command()
+@click.option("--catalog", "catalog_dir", type=_Catalog(),
+              help="catalog to serve, a folder or a URL (or catalog = ... in the config "
+                   "file); a URL's credentials come from the AWS_* environment variables")
 @click.option("--mysql-port", type=int, default=None, help="MySQL protocol port [4040]")
 @click.option("--http-port", type=int, default=None, help="HTTP port [8080]")
 @click.option("--host", default=None, help="address to listen on [127.0.0.1]")
@@ -458,6 +503,87 @@ def deploy_fetch(url: str, dest: str) -> None:
 
     n = fetch_catalog(url, dest)
     click.echo(f"{url}: {n} file(s) copied to {dest}" if n else f"{dest}: already fetched")
+
+
+# --- replicas: copies of a catalog on Dask workers' own disks ---------------------------------
+
+
+def _cluster_options(f):
+    """Which cluster holds the replicas: a scheduler, or local workers and their folder."""
+    for option in reversed([
+        click.option("--scheduler", default=None,
+                     help="the Dask cluster at this scheduler address (tcp://HOST:8786)"),
+        click.option("--workers", type=click.IntRange(min=1), default=None,
+                     help="a local cluster of N workers (named 0..N-1) instead"),
+        click.option("--replica-dir", type=click.Path(file_okay=False), default=None,
+                     help="where the local workers keep their copies (one folder each)"),
+    ]):
+        f = option(f)
+    return f
+
+
+def _replica_report(report, quiet: bool, what: str) -> None:
+    from skyshard.errors import ExternalError
+
+    click.echo(report.text(every_unit=not quiet))
+    if not report.healthy:
+        raise ExternalError(f"{what}: the replicas are not healthy (see above)")
+
+
+@cli.group()
+def replicas() -> None:
+    """Shared-nothing placement: copies of a catalog on the Dask workers' own disks.
+
+    Workers keep their copies below the directory in their Dask config
+    skyshard.replicas.directory (DASK_SKYSHARD__REPLICAS__DIRECTORY=DIR) and need a
+    fixed --name. The placement is recorded in CATALOG_DIR/replicas.json. Exit status 1
+    when something is missing, corrupt or could not be copied."""
+
+
+@replicas.command("place")
+@click.argument("catalog_dir", type=click.Path(file_okay=False, exists=True))
+@_cluster_options
+@click.option("--replication", type=click.IntRange(min=1), default=None,
+              help="copies of each partition [as recorded, else 2]")
+@click.option("--quick", is_flag=True,
+              help="trust existing copies of the right size (skip their checksums)")
+@click.option("--quiet", is_flag=True, help="print the summary only")
+def replicas_place(catalog_dir, scheduler, workers, replica_dir, replication, quick,
+                   quiet) -> None:
+    """Copy CATALOG_DIR onto the workers (only what they lack) and record where."""
+    from skyshard.dispatch import replicas as rep
+
+    with rep.connect(scheduler, workers=workers, replica_dir=replica_dir) as client:
+        report = rep.place(client, catalog_dir, replication=replication, checksum=not quick)
+    _replica_report(report, quiet, "place")
+
+
+@replicas.command("check")
+@click.argument("catalog_dir", type=click.Path(file_okay=False, exists=True))
+@_cluster_options
+@click.option("--quiet", is_flag=True, help="print the summary only")
+def replicas_check(catalog_dir, scheduler, workers, replica_dir, quiet) -> None:
+    """Per partition: holders, verified copies (size + SHA-256), missing and corrupt."""
+    from skyshard.dispatch import replicas as rep
+
+    with rep.connect(scheduler, workers=workers, replica_dir=replica_dir) as client:
+        report = rep.check(client, catalog_dir)
+    _replica_report(report, quiet, "check")
+
+
+@replicas.command("repair")
+@click.argument("catalog_dir", type=click.Path(file_okay=False, exists=True))
+@_cluster_options
+@click.option("--replication", type=click.IntRange(min=1), default=None,
+              help="copies of each partition [as recorded]")
+@click.option("--quiet", is_flag=True, help="print the summary only")
+def replicas_repair(catalog_dir, scheduler, workers, replica_dir, replication, quiet) -> None:
+    """Restore the replication factor from intact copies on other workers."""
+    from skyshard.dispatch import replicas as rep
+
+    with rep.connect(scheduler, workers=workers, replica_dir=replica_dir) as client:
+        report = rep.repair(client, catalog_dir, replication=replication)
+    _replica_report(report, quiet, "repair")
 
 
 if __name__ == "__main__":

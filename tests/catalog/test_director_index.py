@@ -21,7 +21,7 @@ def test_database_uses_index(sky_db, sky_tables):
     info = sky_db.tables["Object"]
     from skyshard.sql.analyze import KeyConstraint
 
-    match = sky_db._lookup_keys(info, [KeyConstraint(values=(oid,))])
+    match = sky_db._lookup_keys(sky_db._current(), info, [KeyConstraint(values=(oid,))])
     assert len(match.partitions) == 1 and len(match.healpix) == 1
     (order, pixel), = match.partitions
     got = sky_db.sql(f"SELECT chunkId FROM Object WHERE objectId = {oid}").column(0)[0].as_py()

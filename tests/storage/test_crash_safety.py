@@ -118,6 +118,7 @@ def _check_and_settle(s: Scenario, root: Path, resume: bool) -> str:
         src = db.tables["Source"]
         total = db.sql("SELECT COUNT(*) FROM Source WHERE flux >= 0").column(0)[0].as_py()
         assert total == src.rows
+    db.close()  # its reader lease would (rightly) keep the old version from gc below
     tx.recover(root)
     pending = tx.list_transactions(root)
     assert len(pending) <= 1

@@ -3,8 +3,10 @@ cluster, their partial results are merged here.
 
     ex = DaskExecutor("catalog", workers=2)                 # a LocalCluster of 2 processes
     ex = DaskExecutor("catalog", scheduler="tcp://host:8786")  # an existing cluster
+    ex = DaskExecutor("catalog", scheduler="tcp://host:8786", placement="replicas")
 
-This is the only module that imports ``dask.distributed``.
+Only this module and ``replicas`` (copying files between workers) import
+``dask.distributed``.
 
 How a query runs
 ----------------
@@ -51,42 +53,102 @@ their type and message.
 
 Data placement
 --------------
-Shared storage: every worker reads the catalog at the same path (a local disk for a
-``LocalCluster``; a shared file system such as NFS, Lustre or CephFS for a real cluster).
-Nothing is copied to workers.
+**Shared storage** (``placement="shared"``, the default): every worker reads the catalog
+at the same path (a local disk for a ``LocalCluster``; a shared file system such as NFS,
+Lustre or CephFS for a real cluster) or at the same URL (object storage such as S3:
+``storage.remote``; each worker's engine opens the store with the executor's
+``storage_options``, sent in the ``EngineSpec``). Nothing is copied to workers. Everything above
+describes this mode.
 
-Not built yet: shared-nothing replication. Each worker would hold a subset of the
-partitions on local disk, each partition on ``r`` workers (Qserv's replicas). That needs:
-a placement map (partition -> replica workers, kept in the catalog or by a small
-registry) instead of the hash placement above; groups built per worker from the
-partitions it holds (a query's partitions covered greedily by workers, balancing rows),
-submitted with strict ``workers=`` restrictions; on a worker's loss, its groups rerouted
-to the other replicas of each partition (not to any worker), and a repair step copying
-the lost replicas elsewhere; replicated tables and margins copied to every worker;
-ingest publishing to all replicas atomically. Until then a partition is readable only if
-the shared storage is.
+**Shared-nothing** (``placement="replicas"``): each worker holds a subset of the
+partitions on its own disk, each partition on ``replication`` workers (Qserv's replicas;
+default 2), plus the files every statement may need (replicated tables, orphans). What
+a unit is, and the placement record (``replicas.json`` in the catalog root, holders by
+worker *name*): ``placement``; copying, checking and repairing through Dask tasks, and
+where a worker keeps its copies (``skyshard.replicas.directory`` / its name):
+``replicas``. Opening the executor places the catalog (copies only what is missing).
+
+- **Tasks go where the data is.** The partitions of a split query are covered by their
+  live holders, heaviest first onto the least loaded (rows), one task per worker over
+  the partitions it was given (``fragment_partitions`` still cuts it into statements);
+  a query that fits on one worker, or cannot be split, runs the single statement on a
+  worker holding every file it reads (a query that cannot be split and reads more than
+  any one worker holds is refused: ``UnsupportedQueryError``). Tasks are pinned to
+  their worker (strict ``workers=``, no ``allow_other_workers``).
+- **Paths.** The plan renders file paths under the coordinator's catalog root; the task
+  checks that the worker's copy has every file the statements name (``MissingFiles``
+  otherwise), rewrites the root prefix to its own copy's directory and runs them on an
+  engine that may read only that directory: workers never read the coordinator's root.
+- **Failures.** The executor watches its tasks: a task whose worker leaves the cluster
+  (polled every 0.1 s while tasks run), whose copy lacks files, or that keeps failing
+  after ``retries``, is planned again over the *other* holders of its partitions, that
+  worker excluded for the rest of the query (so is a task whose worker died after it
+  finished but before its result was fetched: ``replicas.fetch`` does not wait for a
+  recomputation that its pinning forbids); partials are merged only once every
+  partition has answered, so the answer is the one without the failure. A partition
+  with no live holder left is an ``ExternalError`` listing it (``error.partitions``),
+  never a partial answer. A worker that comes back under its name with its directory
+  holds again what it held and is used by the next query (placement names, not
+  addresses). ``replicas.json`` is read again when it changes (after a repair).
+- **Upkeep.** ``skyshard replicas check`` reports per partition the holders, verified
+  copies (size + SHA-256) and missing or corrupt ones; ``skyshard replicas repair``
+  restores the replication factor from intact copies on other workers.
+
+Not built yet: ingest publishing straight to the replicas (a new table version is
+copied by running ``replicas place`` again; until then its queries fail, naming the
+files the placement lacks); removing files of older versions and surplus copies from
+workers; rebalancing onto workers that joined after placement; concurrent
+place/repair runs on one catalog.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import tempfile
 import threading
+import time
 import uuid
 import zlib
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
+import dask
 import pyarrow as pa
 from distributed import Client, LocalCluster, as_completed
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from skyshard.catalog.model import Partition
+from skyshard.dispatch import replicas
 from skyshard.dispatch.executor import named
+from skyshard.dispatch.placement import (
+    DEFAULT_REPLICATION,
+    PLACEMENT_FILE,
+    SHARED,
+    Placement,
+    cover,
+    missing_error,
+    rebase,
+    single_holders,
+    stable_pick,
+    statement_files,
+    unit_key,
+    unit_partition,
+)
 from skyshard.engine.duck import Engine
-from skyshard.errors import ExternalError, QueryLimitError, SkyshardError, UserError
+from skyshard.errors import (
+    ExternalError,
+    QueryLimitError,
+    SkyshardError,
+    UnsupportedQueryError,
+    UserError,
+)
 from skyshard.sql.plan import QueryPlan
 from skyshard.sql.split import PARTIALS
+from skyshard.storage import remote
 
 # --- the worker side ---------------------------------------------------------------------
 
@@ -98,6 +160,8 @@ class EngineSpec:
     data_dirs: tuple[str, ...]
     threads: int | None = None
     memory_limit: str | None = None
+    #: options of the file system of URL data dirs, as JSON text (``remote.options_text``)
+    storage_options: str = field(default="", repr=False)
 
 
 _ENGINES: dict[EngineSpec, Engine] = {}
@@ -109,7 +173,8 @@ def worker_engine(spec: EngineSpec) -> Engine:
     with _ENGINES_LOCK:
         engine = _ENGINES.get(spec)
         if engine is None:
-            engine = Engine(spec.data_dirs, threads=spec.threads, memory_limit=spec.memory_limit)
+            engine = Engine(spec.data_dirs, threads=spec.threads, memory_limit=spec.memory_limit,
+                            storage_options=json.loads(spec.storage_options or "{}"))
             _ENGINES[spec] = engine
         return engine
 
@@ -144,6 +209,56 @@ class EngineWarmer(WorkerPlugin):
 
     def setup(self, worker) -> None:
         worker_engine(self.spec)
+
+
+@dataclass(frozen=True)
+class ReplicaSpec:
+    """What a worker needs to run statements on its own copy of a catalog: the catalog's
+    placement id and the root the statements name (each worker maps it to its copy)."""
+
+    catalog_id: str
+    source_root: str
+    threads: int | None = None
+    memory_limit: str | None = None
+
+    def engine_spec(self, home: Path) -> EngineSpec:
+        return EngineSpec((str(home),), self.threads, self.memory_limit)
+
+
+@dataclass(frozen=True)
+class MissingFiles:
+    """A worker lacks files a task needs (its copy was lost): run it elsewhere."""
+
+    worker: str
+    files: tuple[str, ...]
+
+
+def run_replica_batch(spec: ReplicaSpec, statements: tuple[str, ...], files: tuple[str, ...],
+                      max_rows: int | None = None) -> pa.Table | QueryFailed | MissingFiles:
+    """The task in shared-nothing mode: check that this worker's copy has ``files``, then
+    run ``statements`` on it, the catalog root rewritten to the copy's directory (the
+    engine may read only that directory)."""
+    from distributed import get_worker
+
+    worker = get_worker()
+    home = replicas.catalog_home(spec.catalog_id, worker)
+    missing = tuple(f for f in files if not os.path.isfile(os.path.join(home, f)))
+    if missing:
+        return MissingFiles(str(worker.name), missing)
+    local = tuple(rebase(s, spec.source_root, home) for s in statements)
+    return run_batch(spec.engine_spec(home), local, max_rows)
+
+
+class ReplicaEngineWarmer(WorkerPlugin):
+    """``EngineWarmer`` for shared-nothing mode: each worker's engine reads its own copy."""
+
+    def __init__(self, spec: ReplicaSpec) -> None:
+        self.spec = spec
+
+    def setup(self, worker) -> None:
+        home = replicas.catalog_home(self.spec.catalog_id, worker)
+        home.mkdir(parents=True, exist_ok=True)
+        worker_engine(self.spec.engine_spec(home))
 
 
 # --- planning the tasks (no Dask) ----------------------------------------------------------
@@ -215,6 +330,87 @@ def _worker_for(first: Partition | None, i: int, workers: Sequence[str]) -> str 
     return workers[(offset + i) % len(workers)]
 
 
+@dataclass(frozen=True)
+class ReplicaBatch(Batch):
+    """A ``Batch`` in shared-nothing mode: ``worker`` is a worker name, ``files`` what its
+    statements read (relative to the catalog root), ``orphans`` whether they include the
+    child orphans (exactly one batch of a split query does)."""
+
+    files: tuple[str, ...] = ()
+    orphans: bool = False
+
+
+def replica_batches(plan: QueryPlan, placement: Placement, usable: Sequence[str], *,
+                    fragment_partitions: int | None = None) -> tuple[list[ReplicaBatch], bool]:
+    """The tasks of ``plan`` on the ``usable`` workers (names) of a placement, and
+    whether they need the merge statement.
+
+    A split query over several partitions runs on the workers that ``cover`` chooses
+    (each partition on one of its holders, balanced by rows), one task each; one that
+    fits on one worker, or cannot be split, runs the single statement on a worker
+    holding everything it reads. Missing partitions: the ``missing_error``; a query that
+    cannot be split over partitions no one worker holds: ``UnsupportedQueryError``.
+    """
+    parts = plan.partitions
+    splittable = plan.split is not None and parts is not None
+    if splittable and (len(parts) > 1 or fragment_partitions is not None):
+        groups = cover(parts, placement, usable)
+        if groups and (len(groups) > 1 or fragment_partitions is not None):
+            return split_batches(plan, placement, groups, fragment_partitions), True
+    single = plan.single_sql()
+    files = _placed_files(single, plan, placement)
+    units = {placement.unit_of(f) for f in files} | {SHARED}
+    candidates = single_holders(units, placement, usable)
+    if candidates:
+        seed = unit_key(parts[0].order, parts[0].pixel) if parts else plan.sql
+        return [ReplicaBatch(stable_pick(candidates, seed), None, (single,), files)], False
+    lacking = sorted(u for u in units if not set(placement.holders(u)) & set(usable))
+    lost = [unit_partition(u) for u in lacking if u != SHARED]
+    if lost:
+        raise missing_error(lost, placement, usable)
+    if lacking:
+        raise ExternalError("no live worker holds the catalog's shared files (replicated "
+                            "tables, orphans): restart a worker or run `skyshard replicas "
+                            "repair`")
+    if splittable:
+        return split_batches(plan, placement, cover(parts, placement, usable),
+                             fragment_partitions), True
+    raise UnsupportedQueryError(
+        f"this query cannot be split ({plan.split_refusal}) and no single worker holds all "
+        f"{len(units) - 1} partitions it reads", construct="unsplittable query",
+        suggestion="restrict it to a region, or place the catalog with a replication "
+        "factor equal to the number of workers (or use shared storage)")
+
+
+def split_batches(plan: QueryPlan, placement: Placement, groups: dict[str, list[Partition]],
+                  fragment_partitions: int | None, *, orphans: bool = True) -> list[ReplicaBatch]:
+    """One task per worker of ``groups`` (worker name -> partitions): the parallel
+    statement over its partitions (several of at most ``fragment_partitions`` each); the
+    first statement of the first task reads the orphans when ``orphans``."""
+    size = max(1, fragment_partitions) if fragment_partitions is not None else None
+    out = []
+    for i, (worker, group) in enumerate(groups.items()):
+        pairs = [(p.order, p.pixel) for p in group]
+        chunks = [pairs[j:j + size] for j in range(0, len(pairs), size)] if size else [pairs]
+        first = orphans and i == 0
+        statements = tuple(plan.parallel_sql(c, orphans=first and j == 0)
+                           for j, c in enumerate(chunks or [[]]))
+        files = sorted(set().union(*(_placed_files(s, plan, placement) for s in statements)))
+        out.append(ReplicaBatch(worker, tuple(pairs), statements, tuple(files), orphans=first))
+    return out
+
+
+def _placed_files(sql: str, plan: QueryPlan, placement: Placement) -> tuple[str, ...]:
+    """The files ``sql`` reads, every one of which the placement must list."""
+    files = tuple(sorted(statement_files(sql, plan.root)))
+    unknown = [f for f in files if placement.unit_of(f) is None]
+    if unknown:
+        raise ExternalError(f"the catalog changed since it was placed on the workers: "
+                            f"{unknown[0]} (and {len(unknown) - 1} more) not in the "
+                            "placement; run `skyshard replicas place`")
+    return files
+
+
 # --- the executor ------------------------------------------------------------------------
 
 
@@ -228,6 +424,13 @@ class DaskExecutor:
     cores and a share of the memory divided among the workers). ``timeout`` (seconds)
     bounds a query (``QueryLimitError``); ``connect_timeout`` bounds reaching the
     scheduler and waiting for a worker (``ExternalError``).
+
+    ``placement="replicas"``: shared-nothing mode (see the module docstring). Opening
+    places the catalog on the workers (``replicas.place``: copies what is missing so that
+    each partition has ``replication`` copies; sizes checked, not checksums). A local
+    cluster keeps its workers' copies below ``replica_dir`` (default: a temporary
+    directory removed on ``close``); an existing cluster's workers bring their own
+    (``skyshard.replicas.directory`` in their Dask config).
     """
 
     def __init__(self, catalog_root: str | os.PathLike, *, workers: int | None = None,
@@ -235,19 +438,33 @@ class DaskExecutor:
                  data_dirs: Sequence[str | os.PathLike] | None = None,
                  engine: Engine | None = None, threads: int | None = None,
                  memory_limit: str | None = None, retries: int = 2,
-                 timeout: float | None = None, connect_timeout: float = 10.0) -> None:
+                 timeout: float | None = None, connect_timeout: float = 10.0,
+                 placement: str = "shared", replication: int | None = None,
+                 replica_dir: str | os.PathLike | None = None,
+                 storage_options: Mapping[str, Any] | None = None) -> None:
         if workers is not None and scheduler is not None:
             raise UserError("give either workers (a local cluster) or scheduler (an existing "
                             "cluster), not both")
         if workers is not None and workers < 1:
             raise UserError(f"workers must be at least 1, not {workers}")
-        self.root = Path(catalog_root).resolve()
-        dirs = tuple(sorted(str(Path(d).resolve()) for d in (data_dirs or [self.root])))
+        _check_placement_options(placement, replication, replica_dir, workers, scheduler)
+        self.root = remote.catalog_root(catalog_root, storage_options)
+        if isinstance(self.root, remote.RemotePath) and placement != "shared":
+            raise UserError(f"placement={placement!r} copies the catalog from a local "
+                            f"folder; {self.root} is served with placement='shared'")
+        options = dict(storage_options or {})
+        options_json = remote.options_text(options)  # before a cluster exists: may refuse
+        dirs = tuple(sorted(str(remote.catalog_root(str(d)) if remote.is_url(str(d))
+                                else Path(d).resolve()) for d in (data_dirs or [self.root])))
         self.fragment_partitions = fragment_partitions
         self.retries = retries
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self._cluster: LocalCluster | None = None
+        self._own_replica_dir: str | None = None
+        self.replica_spec: ReplicaSpec | None = None
+        self.placement_report: replicas.ReplicaReport | None = None
+        self._placement: tuple[int, Placement] | None = None
         if scheduler is not None:
             self.client = _connect(scheduler, connect_timeout)
         else:
@@ -257,14 +474,37 @@ class DaskExecutor:
                 from distributed.system import MEMORY_LIMIT
 
                 memory_limit = f"{max(256, int(MEMORY_LIMIT / n / 2 / 2**20))}MB"
-            self._cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                         dashboard_address=None)
+            config = {}
+            if placement == "replicas":
+                if replica_dir is None:
+                    replica_dir = self._own_replica_dir = tempfile.mkdtemp(
+                        prefix="skyshard-replicas-")
+                config[replicas.CONFIG_KEY] = str(Path(replica_dir).resolve())
+            with dask.config.set(config):  # the nannies pass it on to their workers
+                self._cluster = LocalCluster(n_workers=n, threads_per_worker=1,
+                                             processes=True, dashboard_address=None)
             self.client = Client(self._cluster, set_as_default=False, direct_to_workers=True)
-        self.spec = EngineSpec(dirs, threads, memory_limit)
-        self.engine = engine if engine is not None else Engine(dirs)
-        plugin = f"skyshard-engine-{zlib.crc32(repr(self.spec).encode())}"
+        self.spec = EngineSpec(dirs, threads, memory_limit, options_json)
+        self.engine = engine if engine is not None else Engine(dirs, storage_options=options)
         try:
-            self.client.register_plugin(EngineWarmer(self.spec), name=plugin)
+            if placement == "replicas":
+                self.placement_report = replicas.place(self.client, self.root,
+                                                       replication=replication,
+                                                       checksum=False)
+                placed = self._current_placement()
+                self.replica_spec = ReplicaSpec(placed.catalog_id, str(self.root), threads,
+                                                memory_limit)
+                warmer: WorkerPlugin = ReplicaEngineWarmer(self.replica_spec)
+                if self.placement_report.missing or self.placement_report.failed:
+                    raise ExternalError("the catalog could not be placed on the workers:\n"
+                                        + self.placement_report.text(every_unit=False))
+            else:
+                warmer = EngineWarmer(self.spec)
+            plugin = f"skyshard-engine-{zlib.crc32(repr(warmer.__dict__).encode())}"
+            self.client.register_plugin(warmer, name=plugin)
+        except SkyshardError:
+            self.close()
+            raise
         except Exception as exc:
             self.close()
             raise ExternalError(f"the Dask workers cannot open the catalog: {exc}") from exc
@@ -272,6 +512,8 @@ class DaskExecutor:
     # --- queries ---------------------------------------------------------------------
 
     def run(self, plan: QueryPlan, *, max_rows: int | None = None) -> pa.Table:
+        if self.replica_spec is not None:
+            return self._run_on_replicas(plan, max_rows)
         batches, merge = plan_batches(plan, self.workers(),
                                       fragment_partitions=self.fragment_partitions)
         if not merge:
@@ -286,10 +528,10 @@ class DaskExecutor:
         """The addresses of the cluster's workers now, sorted; waits (up to
         ``connect_timeout``) for one when there is none."""
         try:
-            found = sorted(self.client.scheduler_info(n_workers=-1)["workers"])
+            found = sorted(replicas.cluster_workers(self.client))
             if not found:
                 self.client.wait_for_workers(1, timeout=self.connect_timeout)
-                found = sorted(self.client.scheduler_info(n_workers=-1)["workers"])
+                found = sorted(replicas.cluster_workers(self.client))
         except Exception as exc:
             raise ExternalError(f"the Dask cluster has no worker or does not answer: "
                                 f"{_describe(exc)}") from exc
@@ -322,6 +564,37 @@ class DaskExecutor:
                 self._cancel(futures)
         return [results[i] for i in range(len(batches))]
 
+    # --- shared-nothing mode ---------------------------------------------------------------
+
+    def _run_on_replicas(self, plan: QueryPlan, max_rows: int | None) -> pa.Table:
+        run = _ReplicaRun(self, plan, self._current_placement())
+        tables = run.gather(max_rows)
+        if not run.merge:
+            return named(tables[0], plan)
+        combined = pa.concat_tables(tables, promote_options="permissive")
+        merged = self.engine.query(plan.merge_sql(), tables={PARTIALS: combined},
+                                   max_rows=max_rows)
+        return named(merged, plan)
+
+    def _current_placement(self) -> Placement:
+        """The recorded placement, read again when ``replicas.json`` changed (a repair)."""
+        path = self.root / PLACEMENT_FILE
+        try:
+            stamp = path.stat().st_mtime_ns
+        except FileNotFoundError as exc:
+            raise ExternalError(f"{path} is gone: the catalog is no longer placed on the "
+                                "workers") from exc
+        if self._placement is None or self._placement[0] != stamp:
+            placed = Placement.load(self.root)
+            if placed is None:
+                raise ExternalError(f"{path} is gone")
+            self._placement = (stamp, placed)
+        return self._placement[1]
+
+    def named_workers(self) -> dict[str, str]:
+        """Worker name -> address, for the workers in the cluster now."""
+        return replicas.named_workers(self.client)
+
     def _cancel(self, futures: list) -> None:
         try:
             self.client.cancel(futures)
@@ -339,12 +612,147 @@ class DaskExecutor:
                 except Exception:  # noqa: BLE001 - closing what may already be dead
                     pass
         self._cluster = None
+        if self._own_replica_dir is not None:
+            shutil.rmtree(self._own_replica_dir, ignore_errors=True)
+            self._own_replica_dir = None
 
     def __enter__(self) -> DaskExecutor:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _ReplicaRun:
+    """One query in shared-nothing mode: tasks pinned to named holders; a task whose
+    worker leaves the cluster, lacks its files or keeps failing is planned again on the
+    other holders of its partitions, that worker excluded for the rest of the query."""
+
+    POLL_S = 0.1
+
+    def __init__(self, ex: DaskExecutor, plan: QueryPlan, placement: Placement) -> None:
+        self.ex, self.plan, self.placement = ex, plan, placement
+        assert ex.replica_spec is not None
+        self.spec = replace(ex.replica_spec, source_root=str(plan.root))
+        self.tag = uuid.uuid4().hex[:12]
+        self.excluded: dict[str, str] = {}  # worker name -> why
+        self.alive = ex.named_workers()
+        if not self.alive:  # e.g. every worker restarting: wait like shared mode does
+            ex.workers()
+            self.alive = ex.named_workers()
+        self.by_key = {(p.order, p.pixel): p for p in plan.partitions or ()}
+        self.running: dict = {}  # future -> (sequence number, batch, address)
+        self.finished = replicas.Completions()
+        self.seq = 0
+        self.merge = False
+
+    def usable(self) -> list[str]:
+        shared = set(self.placement.holders(SHARED))
+        return [w for w in sorted(self.alive) if w in shared and w not in self.excluded]
+
+    def gather(self, max_rows: int | None) -> list[pa.Table]:
+        batches, self.merge = self._plan(replica_batches, self.plan, self.placement,
+                                         self.usable(),
+                                         fragment_partitions=self.ex.fragment_partitions)
+        results: list[tuple[int, pa.Table]] = []
+        deadline = None if self.ex.timeout is None else time.monotonic() + self.ex.timeout
+        try:
+            for b in batches:
+                self._submit(b, None if self.merge else max_rows)
+            while self.running:
+                lost = self._collect(results)
+                for b, why in lost:
+                    self.excluded[b.worker] = why
+                    for nb in self._replan(b):
+                        self._submit(nb, None if self.merge else max_rows)
+                if deadline is not None and time.monotonic() > deadline:
+                    raise QueryLimitError(f"the query took longer than {self.ex.timeout} s")
+        finally:
+            if self.running:
+                self.ex._cancel(list(self.running))
+        return [t for _, t in sorted(results, key=lambda r: r[0])]
+
+    def _collect(self, results: list) -> list[tuple[ReplicaBatch, str]]:
+        """Results of the tasks done within a poll; the batches lost, with why."""
+        done = [f for f in self.finished.done(self.POLL_S) if f in self.running]
+        lost = []
+        for fut in done:
+            seq, b, address = self.running.pop(fut)
+            try:
+                value = replicas.fetch(self.ex.client, fut, (address,))
+            except Exception as exc:  # noqa: BLE001 - the batch runs elsewhere
+                lost.append((b, _describe(exc)))
+                continue
+            if isinstance(value, QueryFailed):
+                raise value.error
+            if isinstance(value, MissingFiles):
+                why = f"its copy lacks {len(value.files)} file(s), e.g. {value.files[0]}"
+                lost.append((b, why))
+                continue
+            results.append((seq, value))
+        if not done:
+            self.alive = self.ex.named_workers()
+            for fut, (_, b, address) in list(self.running.items()):
+                if self.alive.get(b.worker) != address:
+                    fut.cancel()
+                    del self.running[fut]
+                    lost.append((b, "it left the cluster"))
+        return lost
+
+    def _replan(self, b: ReplicaBatch) -> list[ReplicaBatch]:
+        if b.partitions is None:  # the single statement: choose again from the start
+            batches, self.merge = self._plan(
+                replica_batches, self.plan, self.placement, self.usable(),
+                fragment_partitions=self.ex.fragment_partitions)
+            return batches
+        groups = self._plan(cover, [self.by_key[k] for k in b.partitions], self.placement,
+                            self.usable())
+        return split_batches(self.plan, self.placement, groups, self.ex.fragment_partitions,
+                             orphans=b.orphans)
+
+    def _plan(self, fn, *args, **kwargs):
+        """``fn(...)``, its missing-partition error saying which workers this query lost."""
+        try:
+            return fn(*args, **kwargs)
+        except ExternalError as exc:
+            if self.excluded and getattr(exc, "partitions", None) is not None:
+                why = "; ".join(f"{w} ({r})" for w, r in sorted(self.excluded.items()))
+                err = ExternalError(f"{exc}; lost during this query: {why}")
+                err.partitions = exc.partitions  # type: ignore[attr-defined]
+                raise err from exc
+            raise
+
+    def _submit(self, b: ReplicaBatch, max_rows: int | None) -> None:
+        address = self.alive.get(b.worker)
+        if address is None:  # cannot happen: batches are planned on live workers
+            raise ExternalError(f"worker {b.worker} is not in the cluster")
+        fut = self.ex.client.submit(run_replica_batch, self.spec, b.statements, b.files,
+                                    max_rows, key=f"skyshard-{self.tag}-{self.seq}",
+                                    pure=False, workers=[address], allow_other_workers=False,
+                                    retries=self.ex.retries)
+        self.running[fut] = (self.seq, b, address)
+        self.finished.watch(fut)
+        self.seq += 1
+
+
+def _check_placement_options(placement: str, replication: int | None,
+                             replica_dir: str | os.PathLike | None, workers: int | None,
+                             scheduler: str | None) -> None:
+    if placement not in ("shared", "replicas"):
+        raise UserError(f"placement must be 'shared' or 'replicas', not {placement!r}")
+    if placement == "shared":
+        if replication is not None or replica_dir is not None:
+            raise UserError("replication and replica_dir need placement='replicas'")
+        return
+    if replication is not None and replication < 1:
+        raise UserError(f"replication must be at least 1, not {replication}")
+    if scheduler is not None and replica_dir is not None:
+        raise UserError("replica_dir is for a local cluster; the workers of an existing "
+                        f"cluster set their own ({replicas.CONFIG_KEY} in their Dask config)")
+    n = workers or os.cpu_count() or 1
+    if scheduler is None and (replication or DEFAULT_REPLICATION) > n:
+        raise UserError(f"replication {replication or DEFAULT_REPLICATION} needs at least as "
+                        f"many workers, not {n}")
 
 
 def _connect(address: str, timeout: float) -> Client:
@@ -372,5 +780,6 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-__all__ = ["Batch", "DaskExecutor", "EngineSpec", "balanced_groups", "plan_batches",
-           "run_batch", "worker_engine"]
+__all__ = ["Batch", "DaskExecutor", "EngineSpec", "MissingFiles", "ReplicaBatch",
+           "ReplicaSpec", "balanced_groups", "plan_batches", "replica_batches",
+           "run_batch", "run_replica_batch", "split_batches", "worker_engine"]

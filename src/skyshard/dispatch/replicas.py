@@ -1,0 +1,605 @@
+"""Copies of a catalog on the Dask workers' own disks: place, check, repair.
+
+    report = place(client, "catalog", replication=2)   # copy what is missing
+    report = check(client, "catalog")                  # size + SHA-256 of every copy
+    report = repair(client, "catalog")                 # back to `replication` copies
+    print(report.text())
+
+What a unit is and where the placement is recorded: ``placement``. This module does
+the moving, always through Dask tasks, so it works without any shared disk:
+
+- **Where a worker keeps its copies.** Below the directory in the Dask configuration
+  key ``skyshard.replicas.directory`` of the worker's process (environment variable
+  ``DASK_SKYSHARD__REPLICAS__DIRECTORY``), in a subdirectory named after the worker's
+  ``name``, then one per catalog (its placement's ``catalog_id``)::
+
+      DASK_SKYSHARD__REPLICAS__DIRECTORY=/data/skyshard dask worker tcp://sched:8786 --name w1
+      # keeps catalog "sky" in /data/skyshard/w1/sky-3f2a9c1e/
+
+  Worker name + that directory are the worker's identity: started again with both, it
+  holds again what it held. Give every worker a fixed ``--name`` (Dask's default name is
+  the address, which changes with the port).
+- **Copies are tasks.** ``place`` reads files on the coordinator (the catalog root) and
+  scatters them to the target worker, whose task verifies size and SHA-256 against the
+  placement, then writes them atomically (temporary file, fsync, rename). ``repair``
+  copies worker to worker: a task on a verified holder reads the files, a task on the
+  target receives them (Dask moves the bytes between the two) and verifies them the same
+  way. Files travel in bundles of at most ``BUNDLE_BYTES``, ``INFLIGHT_BYTES`` at a time.
+- **Checks.** A task per worker lists the units' files it has, with size (``place``
+  at executor start: cheap) or size and SHA-256 (``check``, ``repair``, ``place``
+  from the command line). A unit counts on a worker only if all its files are there and
+  match.
+
+Not handled: concurrent place/repair runs on one catalog (run one at a time); files of
+older table versions are left on workers after a re-placement; copies are not removed
+from over-replicated units.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
+
+import dask
+from distributed import Client, LocalCluster, get_worker
+
+from skyshard.catalog import model
+from skyshard.dispatch.placement import (
+    SHARED,
+    Copy,
+    FileSig,
+    Placement,
+    data_sig,
+    describe,
+    file_sig,
+    plan_copies,
+    safe_name,
+)
+from skyshard.errors import ExternalError, InternalError, UserError
+from skyshard.storage import layout
+
+CONFIG_KEY = "skyshard.replicas.directory"
+BUNDLE_BYTES = 64 * 2**20
+INFLIGHT_BYTES = 256 * 2**20
+POLL_S = 0.2
+
+# --- on the workers ------------------------------------------------------------------------
+
+
+def worker_home(worker=None) -> Path:
+    """This worker's replica directory: ``{skyshard.replicas.directory}/{name}``."""
+    worker = worker or get_worker()
+    base = dask.config.get(CONFIG_KEY, None)
+    if not base:
+        raise ExternalError(f"Dask worker {worker.name!r} has no replica directory: start it "
+                            f"with the Dask config {CONFIG_KEY} set (environment variable "
+                            "DASK_SKYSHARD__REPLICAS__DIRECTORY=DIR)")
+    return Path(os.path.abspath(os.path.expanduser(str(base)))) / safe_name(worker.name)
+
+
+def catalog_home(catalog_id: str, worker=None) -> Path:
+    """Where this worker keeps its copies of catalog ``catalog_id``."""
+    return worker_home(worker) / safe_name(catalog_id)
+
+
+def _inside(home: Path, rel: str) -> Path:
+    p = PurePosixPath(rel)
+    if p.is_absolute() or ".." in p.parts or not p.parts:
+        raise InternalError(f"not a path inside a catalog: {rel!r}")
+    return home.joinpath(*p.parts)
+
+
+def inventory(catalog_id: str, files: Sequence[str], checksum: bool) -> dict[str, FileSig]:
+    """Task: the signatures of the listed files this worker has (size; SHA-256 too when
+    ``checksum``, else an empty digest)."""
+    home = catalog_home(catalog_id)
+    out: dict[str, FileSig] = {}
+    for rel in files:
+        path = _inside(home, rel)
+        try:
+            out[rel] = file_sig(path) if checksum else (path.stat().st_size, "")
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return out
+
+
+def read_files(catalog_id: str, files: Sequence[str]) -> dict[str, bytes]:
+    """Task: the bytes of this worker's copies of ``files``."""
+    home = catalog_home(catalog_id)
+    return {rel: _inside(home, rel).read_bytes() for rel in files}
+
+
+def write_files(catalog_id: str, data: Mapping[str, bytes],
+                expected: Mapping[str, FileSig]) -> int:
+    """Task: verify ``data`` against ``expected`` (size, SHA-256), then write each file
+    below this worker's copy of the catalog atomically; the bytes written."""
+    home = catalog_home(catalog_id)
+    written = 0
+    for rel, blob in data.items():
+        got = data_sig(blob)
+        if tuple(got) != tuple(expected[rel]):
+            raise ExternalError(f"copy of {rel} does not match the placement: "
+                                f"{got[0]} bytes, sha256 {got[1][:12]}... instead of "
+                                f"{expected[rel][0]} bytes, sha256 {expected[rel][1][:12]}...")
+        path = _inside(home, rel)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(blob)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        written += len(blob)
+    return written
+
+
+# --- the cluster as the coordinator sees it ------------------------------------------------
+
+
+@contextmanager
+def connect(scheduler: str | None = None, *, workers: int | None = None,
+            replica_dir: str | os.PathLike | None = None,
+            timeout_s: float = 10.0) -> Iterator[Client]:
+    """A client of the cluster at ``scheduler``, or of a new local cluster of ``workers``
+    processes (named 0..N-1) keeping their copies below ``replica_dir``; closed after.
+
+    Waits up to ``timeout_s`` for the cluster's first worker."""
+    if (scheduler is None) == (workers is None):
+        raise UserError("give either a scheduler address or a number of local workers")
+    if workers is not None and replica_dir is None:
+        raise UserError("local workers need a replica directory to keep their copies in")
+    cluster = None
+    try:
+        if scheduler is not None:
+            try:
+                client = Client(scheduler, timeout=timeout_s, set_as_default=False)
+            except Exception as exc:
+                raise ExternalError(f"cannot connect to the Dask scheduler at {scheduler!r}: "
+                                    f"{_describe(exc)}") from exc
+        else:
+            with dask.config.set({CONFIG_KEY: str(Path(replica_dir).resolve())}):
+                cluster = LocalCluster(n_workers=workers, threads_per_worker=1,
+                                       processes=True, dashboard_address=None)
+            client = Client(cluster, set_as_default=False)
+        try:
+            client.wait_for_workers(1, timeout=timeout_s)
+        except Exception as exc:
+            client.close()
+            raise ExternalError(f"the Dask cluster has no worker: {_describe(exc)}") from exc
+        try:
+            yield client
+        finally:
+            client.close()
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def named_workers(client: Client) -> dict[str, str]:
+    """Worker name -> address, for the workers in the cluster now."""
+    return {str(w.get("name", a)): a for a, w in cluster_workers(client).items()}
+
+
+def cluster_workers(client: Client) -> dict[str, dict]:
+    """Address -> the scheduler's description of each worker in the cluster now (asked
+    directly: ``Client.scheduler_info`` returns a cache the client's periodic update,
+    which lists no workers, may overwrite in between)."""
+    try:
+        return dict(client.sync(client.scheduler.identity, n_workers=-1)["workers"])
+    except Exception as exc:
+        raise ExternalError(f"the Dask scheduler does not answer: {_describe(exc)}") from exc
+
+
+# --- the report -------------------------------------------------------------------------------
+
+OK, ABSENT, INCOMPLETE, CORRUPT = "ok", "absent", "incomplete", "corrupt"
+
+
+@dataclass(frozen=True)
+class UnitState:
+    """One unit across the cluster: its recorded ``holders``, the live workers with an
+    intact copy (``verified``), live holders whose copy is absent or incomplete
+    (``missing``), live workers whose copy fails the check (``corrupt``) and holders not
+    in the cluster (``down``)."""
+
+    unit: str
+    rows: int
+    holders: tuple[str, ...]
+    verified: tuple[str, ...]
+    missing: tuple[str, ...] = ()
+    corrupt: tuple[str, ...] = ()
+    down: tuple[str, ...] = ()
+
+
+@dataclass
+class ReplicaReport:
+    """What ``check``, ``place`` or ``repair`` found (after its copies)."""
+
+    replication: int
+    workers: tuple[str, ...]
+    units: list[UnitState]
+    copied: list[Copy] = field(default_factory=list)
+    failed: list[tuple[Copy, str]] = field(default_factory=list)
+    unrepairable: list[str] = field(default_factory=list)
+    stale: bool = False
+    placement: Placement | None = None
+
+    @property
+    def under_replicated(self) -> list[UnitState]:
+        """Partitions with fewer intact live copies than the replication factor (at
+        least one)."""
+        return [u for u in self.units if u.unit != SHARED and 0 < len(u.verified)
+                < self.replication]
+
+    @property
+    def missing(self) -> list[UnitState]:
+        """Units with no intact copy on a live worker (for the shared files: a live
+        worker without them)."""
+        out = [u for u in self.units if u.unit != SHARED and not u.verified]
+        out += [u for u in self.units if u.unit == SHARED
+                and set(u.verified) != set(self.workers)]
+        return out
+
+    @property
+    def corrupt(self) -> list[UnitState]:
+        return [u for u in self.units if u.corrupt]
+
+    @property
+    def healthy(self) -> bool:
+        return not (self.under_replicated or self.missing or self.corrupt or self.failed
+                    or self.unrepairable or self.stale)
+
+    def text(self, *, every_unit: bool = True) -> str:
+        """The report in words: one line per unit, then a summary."""
+        lines = []
+        for u in self.units if every_unit else []:
+            bits = [f"holders {','.join(u.holders) or '-'}",
+                    f"verified {','.join(u.verified) or '-'}"]
+            for label, names in (("MISSING on", u.missing), ("CORRUPT on", u.corrupt),
+                                 ("down", u.down)):
+                if names:
+                    bits.append(f"{label} {','.join(names)}")
+            state = ("missing" if u in self.missing else
+                     "under-replicated" if u in self.under_replicated else "ok")
+            lines.append(f"{u.unit}: {state}; {'; '.join(bits)}")
+        parts = [u for u in self.units if u.unit != SHARED]
+        lines.append(f"{len(parts)} partitions, replication {self.replication}, live workers: "
+                     f"{', '.join(self.workers) or 'none'}")
+        if self.copied or self.failed:
+            lines.append(f"copied {len(self.copied)} unit(s); {len(self.failed)} copy(ies) "
+                         "failed")
+        for c, why in self.failed:
+            lines.append(f"  failed: {c.unit} to {c.target}: {why}")
+        for label, items in (("under-replicated", self.under_replicated),
+                             ("missing", self.missing), ("corrupt copies", self.corrupt)):
+            if items:
+                lines.append(f"{label}: {len(items)} ({', '.join(u.unit for u in items[:10])}"
+                             f"{' ...' if len(items) > 10 else ''})")
+        if self.unrepairable:
+            lines.append(f"no intact copy to repair from: {', '.join(self.unrepairable)}")
+        if self.stale:
+            lines.append("the catalog changed since it was placed: run `skyshard replicas "
+                         "place`")
+        if self.healthy:
+            lines.append("healthy")
+        return "\n".join(lines)
+
+
+# --- place / check / repair ------------------------------------------------------------------
+
+
+def place(client: Client, root: str | os.PathLike, *, replication: int | None = None,
+          checksum: bool = True) -> ReplicaReport:
+    """Copy the catalog at ``root`` onto the cluster's workers so that every partition
+    has ``replication`` intact copies on live workers (default: the recorded factor, or
+    2) and every live worker has the shared files; record the placement. Copies that
+    are there and intact (size; also SHA-256 when ``checksum``) are kept."""
+    root = Path(root).resolve()
+    meta = model.load(root)
+    if replication is not None and replication < 1:
+        raise UserError(f"replication must be at least 1, not {replication}")
+    placement = describe(root, meta, Placement.load(root))
+    if replication is not None:
+        placement = replace(placement, replication=replication)
+    return _maintain(client, root, placement, checksum=checksum, from_catalog=True)
+
+
+def check(client: Client, root: str | os.PathLike) -> ReplicaReport:
+    """The state of every unit's copies (size and SHA-256), changing nothing."""
+    root = Path(root).resolve()
+    placement = _recorded(root)
+    alive = named_workers(client)
+    survey = _survey(client, placement, alive, checksum=True)
+    return _report(placement, alive, survey, stale=_stale(root, placement))
+
+
+def repair(client: Client, root: str | os.PathLike, *,
+           replication: int | None = None) -> ReplicaReport:
+    """Bring every partition back to the replication factor and every live worker back
+    to holding the shared files, copying from intact copies on other workers (never from
+    the catalog root); units without any intact copy are reported ``unrepairable``."""
+    root = Path(root).resolve()
+    placement = _recorded(root)
+    if replication is not None:
+        placement = replace(placement, replication=replication)
+    report = _maintain(client, root, placement, checksum=True, from_catalog=False)
+    report.stale = _stale(root, placement)
+    return report
+
+
+def _recorded(root: Path) -> Placement:
+    placement = Placement.load(root)
+    if placement is None:
+        raise UserError(f"{root}: the catalog has not been placed on workers (no "
+                        "replicas.json): run `skyshard replicas place` first")
+    return placement
+
+
+def _stale(root: Path, placement: Placement) -> bool:
+    try:
+        return file_sig(root / layout.CATALOG_META)[1] != placement.meta_sha
+    except FileNotFoundError:
+        return True
+
+
+def _maintain(client: Client, root: Path, placement: Placement, *, checksum: bool,
+              from_catalog: bool) -> ReplicaReport:
+    alive = named_workers(client)
+    if not alive:
+        raise ExternalError("the Dask cluster has no worker to hold replicas")
+    survey = _survey(client, placement, alive, checksum=checksum)
+    verified = {w: {u for u, s in states.items() if s == OK} for w, states in survey.items()}
+    plan = plan_copies(placement, verified, sorted(alive), replication=placement.replication,
+                       from_catalog=from_catalog)
+    failed = _copy(client, root, placement, plan.copies, alive)
+    bad = {(c.unit, c.target) for c, _ in failed}
+    holders = {u: tuple(h for h in hs if (u, h) not in bad) for u, hs in plan.holders.items()}
+    placement = placement.with_holders(holders)
+    try:
+        placement.save(root)
+    except OSError as exc:
+        raise ExternalError(f"cannot record the placement in {root}: {exc}") from exc
+    for c in plan.copies:
+        if (c.unit, c.target) not in bad:
+            survey[c.target][c.unit] = OK
+    report = _report(placement, alive, survey)
+    report.copied = [c for c in plan.copies if (c.unit, c.target) not in bad]
+    report.failed = failed
+    report.unrepairable = plan.unrepairable
+    return report
+
+
+def _survey(client: Client, placement: Placement, alive: Mapping[str, str], *,
+            checksum: bool) -> dict[str, dict[str, str]]:
+    """worker -> unit -> OK | ABSENT | INCOMPLETE | CORRUPT, for every live worker."""
+    files = sorted(placement._index)
+    futures = {name: client.submit(inventory, placement.catalog_id, files, checksum,
+                                   workers=[addr], allow_other_workers=False, pure=False,
+                                   key=f"skyshard-inventory-{uuid.uuid4().hex[:12]}")
+               for name, addr in alive.items()}
+    found = _results(client, futures, {n: (alive[n],) for n in futures}, "list its replicas")
+    survey: dict[str, dict[str, str]] = {}
+    for name in alive:
+        have = found[name]
+        if isinstance(have, BaseException):
+            raise ExternalError(f"worker {name} cannot list its replicas: {have}") from have
+        states = {}
+        for key, unit in placement.units.items():
+            got = [have.get(f) for f in unit.files]
+            if all(g is None for g in got) and unit.files:
+                states[key] = ABSENT
+            elif any(g is not None and (g[0] != s[0] or (checksum and g[1] != s[1]))
+                     for g, s in zip(got, unit.files.values())):
+                states[key] = CORRUPT
+            elif any(g is None for g in got):
+                states[key] = INCOMPLETE
+            else:
+                states[key] = OK
+        survey[name] = states
+    return survey
+
+
+def _report(placement: Placement, alive: Mapping[str, str],
+            survey: Mapping[str, Mapping[str, str]], *, stale: bool = False) -> ReplicaReport:
+    units = []
+    order = [SHARED] + placement.partition_units if SHARED in placement.units else \
+        placement.partition_units
+    for key in order:
+        unit = placement.units[key]
+        verified = [w for w in sorted(alive) if survey[w].get(key) == OK]
+        verified.sort(key=lambda w: (w not in unit.holders, w))
+        units.append(UnitState(
+            key, unit.rows, unit.holders, tuple(verified),
+            missing=tuple(h for h in unit.holders
+                          if h in alive and survey[h].get(key) in (ABSENT, INCOMPLETE)),
+            corrupt=tuple(w for w in sorted(alive) if survey[w].get(key) == CORRUPT),
+            down=tuple(h for h in unit.holders if h not in alive)))
+    return ReplicaReport(placement.replication, tuple(sorted(alive)), units, stale=stale,
+                         placement=placement)
+
+
+# --- moving files ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Bundle:
+    source: str | None
+    target: str
+    files: dict[str, FileSig]
+    copies: set[Copy]
+
+    @property
+    def size(self) -> int:
+        return sum(s for s, _ in self.files.values())
+
+
+def _bundles(placement: Placement, copies: Iterable[Copy]) -> list[_Bundle]:
+    by_route: dict[tuple[str | None, str], list[Copy]] = defaultdict(list)
+    for c in copies:
+        by_route[(c.source, c.target)].append(c)
+    out = []
+    for (source, target), cs in sorted(by_route.items(), key=lambda kv: (kv[0][1], kv[0][0] or "")):
+        current = _Bundle(source, target, {}, set())
+        for c in cs:
+            for rel, sig in sorted(placement.units[c.unit].files.items()):
+                if current.files and current.size + sig[0] > BUNDLE_BYTES:
+                    out.append(current)
+                    current = _Bundle(source, target, {}, set())
+                current.files[rel] = sig
+                current.copies.add(c)
+        if current.files or current.copies:
+            out.append(current)
+    return out
+
+
+def _copy(client: Client, root: Path, placement: Placement, copies: Sequence[Copy],
+          alive: Mapping[str, str]) -> list[tuple[Copy, str]]:
+    """Run ``copies``; the ones that failed, with why."""
+    failed: dict[Copy, str] = {}
+    queue = _bundles(placement, copies)
+    running: dict = {}  # write future -> (bundle, addresses involved)
+    finished = Completions()
+    inflight = 0
+    cid = placement.catalog_id
+    while queue or running:
+        while queue and (not running or inflight + queue[0].size <= INFLIGHT_BYTES):
+            b = queue.pop(0)
+            target = alive[b.target]
+            try:
+                if b.source is None:
+                    blobs = {rel: (root / rel).read_bytes() for rel in b.files}
+                    [data] = client.scatter([blobs], workers=[target], hash=False)
+                    involved = (target,)
+                else:
+                    src = alive[b.source]
+                    data = client.submit(read_files, cid, sorted(b.files), workers=[src],
+                                         allow_other_workers=False, pure=False,
+                                         key=f"skyshard-read-{uuid.uuid4().hex[:12]}")
+                    involved = (src, target)
+                fut = client.submit(write_files, cid, data, dict(b.files), workers=[target],
+                                    allow_other_workers=False, pure=False,
+                                    key=f"skyshard-write-{uuid.uuid4().hex[:12]}")
+            except Exception as exc:  # noqa: BLE001 - reported per copy
+                for c in b.copies:
+                    failed.setdefault(c, _describe(exc))
+                continue
+            running[fut] = (b, involved)
+            finished.watch(fut)
+            inflight += b.size
+        done = set(finished.done(POLL_S))
+        present = set(named_workers(client).values()) if not done else None
+        for fut in list(running):
+            b, involved = running[fut]
+            why = None
+            if fut in done:
+                try:
+                    fetch(client, fut, involved)
+                except Exception as exc:  # noqa: BLE001 - reported per copy
+                    why = _describe(exc)
+            elif present is not None and not set(involved) <= present:
+                why = "a worker of the copy left the cluster"
+                fut.cancel()
+            else:
+                continue
+            del running[fut]
+            inflight -= b.size
+            if why is not None:
+                for c in b.copies:
+                    failed.setdefault(c, why)
+    return sorted(failed.items(), key=lambda kv: (kv[0].unit, kv[0].target))
+
+
+class WorkerLost(Exception):
+    """A finished task's result went with its worker."""
+
+
+def fetch(client: Client, future, addresses: Iterable[str], *, first_timeout_s: float = 1.0):
+    """The result of a finished ``future`` whose task ran pinned to ``addresses``.
+
+    When such a worker dies after the task finished but before its result was fetched,
+    the scheduler marks the task for recomputation, which its strict restriction keeps
+    from ever running: a plain ``result()`` would wait forever. So wait in rounds
+    (``first_timeout_s``, doubling: a big result may take a while to move) and give up
+    with ``WorkerLost`` once a worker of ``addresses`` has left the cluster."""
+    timeout = first_timeout_s
+    while True:
+        try:
+            return future.result(timeout=timeout)
+        except TimeoutError:
+            if future.status == "error":  # the task's own TimeoutError
+                return future.result()
+            if not set(addresses) <= set(cluster_workers(client)):
+                future.cancel()
+                raise WorkerLost("the worker left the cluster with the result") from None
+            timeout *= 2
+
+
+class Completions:
+    """Futures as they finish, fed by their done-callbacks (works without a default
+    client and takes futures added while waiting).
+
+    ``watch(future)``, then ``done(timeout_s)``: the futures finished since the last
+    call, waiting up to ``timeout_s`` for the first (none on timeout). Cancelled futures
+    come out too; callers ignore the ones they no longer track."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+
+    def watch(self, future) -> None:
+        future.add_done_callback(self._queue.put)
+
+    def done(self, timeout_s: float) -> list:
+        try:
+            out = [self._queue.get(timeout=timeout_s)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                out.append(self._queue.get_nowait())
+            except queue.Empty:
+                return out
+
+
+def _results(client: Client, futures: Mapping[str, object],
+             addresses: Mapping[str, tuple[str, ...]], what: str) -> dict[str, object]:
+    """name -> result (or the exception) of each future, failing any whose worker left."""
+    out: dict[str, object] = {}
+    running = dict(futures)
+    finished = Completions()
+    for fut in running.values():
+        finished.watch(fut)
+    while running:
+        done = set(finished.done(POLL_S))
+        present = set(named_workers(client).values()) if not done else None
+        for name, fut in list(running.items()):
+            if fut in done:
+                try:
+                    out[name] = fetch(client, fut, addresses[name])
+                except Exception as exc:  # noqa: BLE001 - handed to the caller
+                    out[name] = exc
+            elif present is not None and not set(addresses[name]) <= present:
+                fut.cancel()
+                out[name] = ExternalError(f"worker {name} left the cluster before it could "
+                                          f"{what}")
+            else:
+                continue
+            del running[name]
+    return out
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+__all__ = ["CONFIG_KEY", "ReplicaReport", "UnitState", "catalog_home", "check", "connect",
+           "named_workers", "place", "repair", "worker_home"]

@@ -1,0 +1,383 @@
+"""Shared-nothing mode on a real cluster: a scheduler and three worker processes (w0, w1,
+w2), each keeping its copies in its own directory, R = 2. Workers are plain
+``dask worker`` processes started and killed here, so a killed worker stays dead until
+started again under the same name and directory, as on a real cluster.
+
+Each test starts from a healthy cluster (``healthy``: dead workers restarted, the
+catalog placed again) and may break it. Answers are compared with the embedded executor
+run fragment by fragment (``sky_db_split``, checked against the oracle in test_oracle).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("distributed")
+
+from distributed import Client, LocalCluster
+from same_rows import assert_same_rows
+from test_oracle import CASES
+
+import skyshard
+from skyshard.cli import main
+from skyshard.dispatch import replicas
+from skyshard.dispatch.dask_executor import DaskExecutor
+from skyshard.dispatch.placement import (
+    PLACEMENT_FILE,
+    SHARED,
+    Placement,
+    single_holders,
+    statement_files,
+    unit_key,
+)
+from skyshard.errors import ExternalError, UnsupportedQueryError
+
+NAMES = ("w0", "w1", "w2")
+SLOW_SQL = ("SELECT kind, COUNT(*) AS n, AVG(gMag) AS g, STDDEV(rMag) AS s, MAX(decl) AS m "
+            "FROM Object GROUP BY kind")
+SCAN_SQL = ("SELECT s.filterId, COUNT(*) AS n, SUM(s.psfFlux) AS f FROM Object o "
+            "JOIN Source s ON o.objectId = s.objectId GROUP BY s.filterId")
+
+
+class Workers:
+    """``dask worker`` processes of one scheduler, by name; each keeps its copies under
+    ``base/<name>``."""
+
+    def __init__(self, client: Client, base: Path) -> None:
+        self.client, self.base = client, base
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.env = dict(os.environ, DASK_SKYSHARD__REPLICAS__DIRECTORY=str(base),
+                        PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+
+    def start(self, *names: str) -> None:
+        address = self.client.scheduler.address
+        for name in names:
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "distributed.cli.dask_worker", address, "--name", name,
+                 "--nthreads", "1", "--no-nanny", "--no-dashboard"],
+                env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._wait(lambda live: set(names) <= live)
+
+    def kill(self, *names: str) -> None:
+        for name in names:
+            self.procs.pop(name).send_signal(signal.SIGKILL)
+        self._wait(lambda live: not set(names) & live)
+
+    def dead(self) -> list[str]:
+        return [n for n in NAMES if n not in self.procs or self.procs[n].poll() is not None]
+
+    def live(self) -> set[str]:
+        return set(replicas.named_workers(self.client))
+
+    def _wait(self, done, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not done(self.live()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"workers did not come or go: {self.live()}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            p.kill()
+            p.wait()
+
+
+@pytest.fixture(scope="module")
+def cluster(sky_root, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("replicas")
+    root = tmp / "catalog"
+    shutil.copytree(sky_root, root)
+    scheduler = LocalCluster(n_workers=0, dashboard_address=":0")
+    client = Client(scheduler, set_as_default=False)
+    workers = Workers(client, tmp / "workers")
+    try:
+        workers.start(*NAMES)
+        replicas.place(client, root, replication=2)
+        ex = DaskExecutor(root, scheduler=scheduler.scheduler_address, placement="replicas")
+        db = skyshard.open(root)
+        db.executor = ex
+        try:
+            yield {"root": root, "client": client, "workers": workers, "ex": ex, "db": db,
+                   "address": scheduler.scheduler_address}
+        finally:
+            ex.close()
+    finally:
+        client.close()
+        workers.stop()
+        scheduler.close()
+
+
+@pytest.fixture
+def healthy(cluster):
+    w = cluster["workers"]
+    dead = w.dead()
+    if dead:
+        w.start(*dead)
+    cluster["client"].run(_restore_tasks)
+    report = replicas.place(cluster["client"], cluster["root"])
+    assert report.healthy, report.text(every_unit=False)
+    return cluster
+
+
+def home(cluster, name: str) -> Path:
+    placed = Placement.load(cluster["root"])
+    return cluster["workers"].base / name / placed.catalog_id
+
+
+def same_as_default(ref_db, cluster, sql: str) -> None:
+    want = ref_db.sql(sql)
+    got = cluster["db"].sql(sql)
+    assert_same_rows(got, want, ordered=" order by " in sql.lower())
+    assert got.column_names == want.column_names
+
+
+# --- functions run on the workers -------------------------------------------------------------
+
+
+def _slow_tasks(marks: str, seconds: float, dask_worker=None) -> None:
+    """Every query task notes its start (a file named after the worker), then sleeps."""
+    import skyshard.dispatch.dask_executor as mod
+
+    original = getattr(mod, "_original_run_replica_batch", mod.run_replica_batch)
+    mod._original_run_replica_batch = original
+    name = dask_worker.name
+
+    def slow(*args, **kwargs):
+        Path(marks, f"started-{name}-{time.monotonic_ns()}").touch()
+        time.sleep(seconds)
+        return original(*args, **kwargs)
+
+    mod.run_replica_batch = slow
+
+
+def _restore_tasks() -> None:
+    import skyshard.dispatch.dask_executor as mod
+
+    mod.run_replica_batch = getattr(mod, "_original_run_replica_batch", mod.run_replica_batch)
+
+
+def _started(marks: Path) -> list[str]:
+    """Worker names of the tasks started, in order."""
+    found = sorted(marks.glob("started-*"), key=lambda p: int(p.name.rsplit("-", 1)[1]))
+    return [p.name.split("-")[1] for p in found]
+
+
+# --- tests ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ref_db(sky_db_split):
+    return sky_db_split
+
+
+@pytest.fixture(scope="module")
+def ids(sky_tables):
+    oids = sky_tables["Object"].column("objectId").to_pylist()
+    orphan = sky_tables["Source"].column("objectId").to_pylist()[-1]
+    return {"oid": oids[17], "oid2": oids[4000], "orphan": orphan}
+
+
+def test_each_worker_holds_only_its_units(healthy):
+    root = healthy["root"]
+    placed = Placement.load(root)
+    assert placed.replication == 2
+    for key in placed.partition_units:
+        assert len(set(placed.holders(key))) >= 2
+    assert set(placed.holders(SHARED)) == set(NAMES)
+    for name in NAMES:
+        mine = {f for k, u in placed.units.items() if name in u.holders for f in u.files}
+        d = home(healthy, name)
+        there = {str(p.relative_to(d)) for p in d.rglob("*") if p.is_file()}
+        assert there == mine
+        assert all((d / f).stat().st_size == (root / f).stat().st_size for f in mine)
+    # Three workers, two copies: no worker holds everything.
+    assert all(len({k for k in placed.partition_units if n in placed.holders(k)})
+               < len(placed.partition_units) for n in NAMES)
+
+
+@pytest.mark.parametrize("template", CASES)
+def test_same_rows_as_embedded(ref_db, healthy, ids, template):
+    sql = template.format(**ids)
+    try:
+        same_as_default(ref_db, healthy, sql)
+    except UnsupportedQueryError:
+        # Only a query that cannot be split over partitions no one worker holds.
+        plan = healthy["db"].plan(sql)
+        placed = Placement.load(healthy["root"])
+        units = {placed.unit_of(f) for f in statement_files(plan.single_sql(), plan.root)}
+        assert plan.split is None and not single_holders(units | {SHARED}, placed, NAMES)
+
+
+def test_workers_never_read_the_catalog_root(ref_db, healthy):
+    """The coordinator's copy of the partitions moved away: same answers."""
+    root = healthy["root"]
+    moved = []
+    try:
+        for table in ("Object/Object", "Object/Object_60arcs", "Source/Source"):
+            (root / table / "dataset").rename(root / table / "dataset.away")
+            moved.append(root / table)
+        (root / "Source" / "orphans.parquet").rename(root / "Source" / "orphans.away")
+        for sql in (SLOW_SQL, SCAN_SQL,
+                    "SELECT COUNT(*) AS n FROM Object WHERE qserv_areaspec_circle(45, 10, 2)"):
+            same_as_default(ref_db, healthy, sql)
+    finally:
+        for d in moved:
+            (d / "dataset.away").rename(d / "dataset")
+        if (root / "Source" / "orphans.away").exists():
+            (root / "Source" / "orphans.away").rename(root / "Source" / "orphans.parquet")
+
+
+def test_check_and_repair_after_a_lost_directory(ref_db, healthy, capsys):
+    client, root = healthy["client"], healthy["root"]
+    placed = Placement.load(root)
+    shutil.rmtree(home(healthy, "w1"))
+    report = replicas.check(client, root)
+    held = {k for k in placed.partition_units if "w1" in placed.holders(k)}
+    assert {u.unit for u in report.under_replicated} == held
+    assert all(u.missing == ("w1",) for u in report.units if u.unit in held)
+    assert [u.unit for u in report.missing] == [SHARED] and not report.healthy
+    # Queries still answer: w1's tasks find their files missing and move to the others.
+    same_as_default(ref_db, healthy, SCAN_SQL)
+    assert main(["replicas", "check", str(root), "--scheduler", healthy["address"],
+                 "--quiet"]) == 1
+    out = capsys.readouterr().out
+    assert f"under-replicated: {len(held)}" in out
+    assert main(["replicas", "repair", str(root), "--scheduler", healthy["address"]]) == 0
+    out = capsys.readouterr().out
+    assert f"copied {len(held) + 1} unit(s)" in out and out.rstrip().endswith("healthy")
+    report = replicas.check(client, root)
+    assert report.healthy and Placement.load(root).units == placed.units
+    same_as_default(ref_db, healthy, SCAN_SQL)
+
+
+def test_corrupt_copy_is_found_and_repaired(healthy):
+    client, root = healthy["client"], healthy["root"]
+    placed = Placement.load(root)
+    key = max(placed.partition_units, key=lambda k: placed.units[k].rows)
+    victim = placed.holders(key)[0]
+    f = next(iter(placed.units[key].files))
+    path = home(healthy, victim) / f
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, other bytes
+    path.write_bytes(bytes(data))
+    report = replicas.check(client, root)
+    assert [(u.unit, u.corrupt) for u in report.corrupt] == [(key, (victim,))]
+    assert not report.healthy
+    # Sizes alone do not see it; checksums do, and the repair copies an intact replica.
+    assert replicas.place(client, root, checksum=False).copied == []
+    report = replicas.repair(client, root)
+    assert [(c.unit, c.target) for c in report.copied] == [(key, victim)]
+    assert replicas.check(client, root).healthy
+    assert path.read_bytes() == (root / f).read_bytes()
+
+
+def test_killed_worker_mid_query_reruns_elsewhere_and_rejoins(ref_db, healthy, tmp_path):
+    client, ex = healthy["client"], healthy["ex"]
+    client.run(_slow_tasks, str(tmp_path), 1.5)
+    plan = healthy["db"].plan(SLOW_SQL)
+    out: dict = {}
+
+    def target():
+        try:
+            out["table"] = ex.run(plan)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            out["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while set(_started(tmp_path)) != set(NAMES):
+        assert time.monotonic() < deadline, _started(tmp_path)
+        time.sleep(0.01)
+    healthy["workers"].kill("w1")
+    thread.join(60)
+    assert not thread.is_alive() and "error" not in out, out.get("error")
+    assert_same_rows(out["table"], ref_db.sql(SLOW_SQL), ordered=False)
+    started = _started(tmp_path)
+    assert len(started) > 3 and "w1" not in started[3:]  # w1's part ran on its other holders
+    # w1 comes back under its name with its directory: nothing to copy, and it is used.
+    healthy["workers"].start("w1")
+    assert replicas.place(client, healthy["root"]).copied == []
+    client.run(_slow_tasks, str(tmp_path), 0.0)
+    before = len(_started(tmp_path))
+    same_as_default(ref_db, healthy, SLOW_SQL)
+    assert "w1" in _started(tmp_path)[before:]
+
+
+def test_every_replica_gone_is_an_error_never_a_partial_answer(ref_db, healthy, capsys):
+    root, ex = healthy["root"], healthy["ex"]
+    placed = Placement.load(root)
+    healthy["workers"].kill("w1", "w2")
+    plan = healthy["db"].plan(SCAN_SQL)
+    lost = {(p.order, p.pixel) for p in plan.partitions
+            if "w0" not in placed.holders(unit_key(p.order, p.pixel))}
+    assert lost
+    with pytest.raises(ExternalError, match="no live worker holds a copy") as info:
+        ex.run(plan)
+    assert set(info.value.partitions) == lost
+    o, p = min(lost)
+    assert f"Norder={o}/Npix={p}" in str(info.value)
+    # Nothing to repair from: said so, exit status 1.
+    assert main(["replicas", "repair", str(root), "--scheduler", healthy["address"],
+                 "--quiet"]) == 1
+    assert "no intact copy to repair from" in capsys.readouterr().out
+    # They come back: the same query answers.
+    healthy["workers"].start("w1", "w2")
+    same_as_default(ref_db, healthy, SCAN_SQL)
+
+
+def test_open_on_a_local_cluster_places_the_catalog(sky_root, ref_db, ids, tmp_path):
+    """``skyshard.open(..., workers=2, placement="replicas")``: a local cluster whose
+    workers each keep a copy under ``replica_dir``; a worker killed mid-query (its nanny
+    restarts it) costs nothing but time."""
+    root = tmp_path / "catalog"
+    shutil.copytree(sky_root, root)
+    with skyshard.open(root, workers=2, placement="replicas",
+                       replica_dir=tmp_path / "copies") as db:
+        assert (root / PLACEMENT_FILE).exists()
+        assert sorted(p.name for p in (tmp_path / "copies").iterdir()) == ["0", "1"]
+        for template in CASES[::4]:  # every worker holds everything: all queries run
+            sql = template.format(**ids)
+            assert_same_rows(db.sql(sql), ref_db.sql(sql), ordered=" order by " in sql.lower())
+        ex = db.executor
+        ex.client.run(_slow_tasks, str(tmp_path), 1.0)
+        out: dict = {}
+        thread = threading.Thread(target=lambda: out.update(table=db.sql(SLOW_SQL)))
+        thread.start()
+        deadline = time.monotonic() + 30
+        while len(set(_started(tmp_path))) < 2:
+            assert time.monotonic() < deadline, _started(tmp_path)
+            time.sleep(0.01)
+        pids = ex.client.run(os.getpid)
+        os.kill(pids[ex.named_workers()["0"]], signal.SIGKILL)
+        thread.join(60)
+        assert_same_rows(out["table"], ref_db.sql(SLOW_SQL), ordered=False)
+    # A new local cluster over the same directories: workers 0 and 1 hold their copies.
+    assert main(["replicas", "check", str(root), "--workers", "2", "--replica-dir",
+                 str(tmp_path / "copies"), "--quiet"]) == 0
+
+
+def test_a_result_lost_with_its_worker_is_not_waited_for(healthy):
+    """A task that finished on a worker killed before its result was fetched: the
+    scheduler would recompute it, but the task may only run on that worker, so fetching
+    gives up (``WorkerLost``) instead of waiting forever."""
+    client = healthy["client"]
+    address = replicas.named_workers(client)["w1"]
+    fut = client.submit(os.getpid, workers=[address], allow_other_workers=False, pure=False)
+    finished = replicas.Completions()
+    finished.watch(fut)
+    assert finished.done(30) == [fut] and fut.status == "finished"
+    healthy["workers"].kill("w1")
+    t0 = time.monotonic()
+    with pytest.raises(replicas.WorkerLost):
+        replicas.fetch(client, fut, (address,))
+    assert time.monotonic() - t0 < 10
