@@ -4,6 +4,7 @@
     python bench/ingest_bench.py --objects 1000000 [--objects 10000000]
                                  [--workdir bench/data] [--max-rows-per-partition 200000]
                                  [--margin-arcsec 60] [--skip-hats] [--no-record]
+                                 [--only SYSTEM ...]
                                  [--hats-python PYTHON]
 
 For each size, on the input of ``bench/generate.py`` (generated if missing), three child
@@ -180,10 +181,16 @@ def _rss(p) -> int:
 
 
 def ensure_input(n: int, work: Path, seed: int) -> Path:
-    data = work / f"input-{n}-seed{seed}"
+    """The Object Parquet of ``n`` rows: the core benchmark's input when it exists, else
+    generated without sources (this benchmark reads Object only)."""
+    full = work / f"input-{n}-seed{seed}"
+    if (full / "Object").is_dir():
+        return full
+    data = work / f"objects-{n}-seed{seed}"
     if not (data / "Object").is_dir():
         subprocess.run([sys.executable, str(HERE / "generate.py"), "--objects", str(n),
-                        "--out", str(data), "--seed", str(seed)], check=True)
+                        "--out", str(data), "--seed", str(seed), "--sources-per-object", "0"],
+                       check=True)
     return data
 
 
@@ -197,14 +204,20 @@ def bench_size(n: int, a: argparse.Namespace) -> dict:
     run.mkdir(parents=True)
     size = sum(f.stat().st_size for f in files)
     res: dict = {"objects": n, "files": len(files), "input_bytes": size, "systems": {}}
-    base, more = split_tail(files, run / "split", 0.1)
-    region_base, region_more = split_region(files, run / "region", a.region_ra)
-    systems = [("skyshard", ["skyshard"], files),
-               ("skyshard-append", ["skyshard", "--more", *map(str, more), "--"], base),
-               ("skyshard-append-region",
-                ["skyshard", "--more", *map(str, region_more), "--"], region_base)]
-    if not a.skip_hats:
-        systems.append(("hats-import", ["hats"], files))
+    wanted = set(a.only or ["skyshard", "skyshard-append", "skyshard-append-region",
+                            "hats-import"])
+    if a.skip_hats:
+        wanted.discard("hats-import")
+    systems = [("skyshard", ["skyshard"], files)]
+    if "skyshard-append" in wanted:
+        base, more = split_tail(files, run / "split", 0.1)
+        systems.append(("skyshard-append", ["skyshard", "--more", *map(str, more), "--"], base))
+    if "skyshard-append-region" in wanted:
+        region_base, region_more = split_region(files, run / "region", a.region_ra)
+        systems.append(("skyshard-append-region",
+                        ["skyshard", "--more", *map(str, region_more), "--"], region_base))
+    systems.append(("hats-import", ["hats"], files))
+    systems = [s for s in systems if s[0] in wanted]
     for name, extra, inputs in systems:
         out = run / name
         result = run / f"{name}.json"
@@ -360,6 +373,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-rows-per-partition", type=int, default=200_000)
     p.add_argument("--margin-arcsec", type=float, default=60.0)
     p.add_argument("--skip-hats", action="store_true")
+    p.add_argument("--only", action="append", default=None,
+                   choices=["skyshard", "skyshard-append", "skyshard-append-region",
+                            "hats-import"],
+                   help="run only this system (repeatable), e.g. for a 100 M-row load")
     p.add_argument("--keep", action="store_true", help="keep the catalogs written")
     p.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
     p.add_argument("--child", nargs="?", const="", default=None, help=argparse.SUPPRESS)

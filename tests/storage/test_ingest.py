@@ -220,3 +220,27 @@ def test_mysqldump_text_with_schema(tmp_path):
     got = skyshard.open(root).sql("SELECT id, note FROM T ORDER BY id").to_pylist()
     assert got == [{"id": 1, "note": None}, {"id": 2, "note": "tab\there"},
                    {"id": 3, "note": "line\nbreak"}]
+
+
+def test_margins_spooled_early_are_the_same(sky_root, sky_tables, tmp_path, monkeypatch):
+    """With a tiny in-memory margin budget (every few rows spooled to disk) the margin
+    files hold exactly the rows of the default build."""
+    from skyshard.storage import writers
+
+    monkeypatch.setattr(writers, "MARGIN_BUFFER_ROWS", 7)
+    root = tmp_path / "catalog"
+    source = tmp_path / "Object.parquet"
+    pq.write_table(sky_tables["Object"], source)
+    opts = skyshard.IngestOptions(max_rows_per_partition=400, max_order=7, progress=False)
+    skyshard.ingest(root, "Object", [source], ra="ra", dec="decl", key="objectId", options=opts)
+
+    def margins(catalog: Path) -> dict[str, list[int]]:
+        info = skyshard.open(catalog).tables["Object"]
+        files = sorted((catalog / info.margin_path / "dataset").glob("Norder=*/Dir=*/*.parquet"))
+        return {str(f.relative_to(catalog / info.margin_path)):
+                sorted(pq.read_table(f, columns=["objectId"]).column(0).to_pylist())
+                for f in files}
+
+    small = margins(root)
+    assert small == margins(sky_root)
+    assert sum(len(v) for v in small.values()) > 7

@@ -40,11 +40,13 @@ from skyshard.catalog.model import CatalogMeta, Partition, TableInfo, TableKind
 from skyshard.errors import IngestError, InternalError
 from skyshard.storage import crashpoints, hats_files, layout, partitioning, retiling
 from skyshard.storage.contributions import (
+    HISTOGRAM_REDUCE,
     SPOOL,
     Contribution,
     TableSpec,
     duplicates_across,
     load_cells,
+    sum_cells,
 )
 from skyshard.storage.duck import private_duckdb, read_parquet, sql_string
 from skyshard.storage.progress import Progress
@@ -236,16 +238,17 @@ def _director(ctx: BuildContext, old: TableInfo | None) -> dict[str, TableInfo]:
 
 def _histogram(ctx: BuildContext) -> tuple[np.ndarray, np.ndarray]:
     """The new rows' sparse histogram, summed over contributions."""
-    cells, counts = [], []
+    cells: list[np.ndarray] = []
+    counts: list[np.ndarray] = []
     for _, d in ctx.contributions:
         c, n = load_cells(d)
         cells.append(c)
         counts.append(n)
+        if sum(len(x) for x in cells) > HISTOGRAM_REDUCE:  # bounded memory at any size
+            cells, counts = map(list, zip(sum_cells(cells, counts)))
     if not cells:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    c, n = np.concatenate(cells), np.concatenate(counts)
-    uniq, inverse = np.unique(c, return_inverse=True)
-    return uniq, np.bincount(inverse, weights=n).astype(np.int64)
+    return sum_cells(cells, counts)
 
 
 def _neighbours(tiling: list[Partition], indices: list[int], order: int) -> set[int]:

@@ -155,6 +155,10 @@ class PartitionWriter:
         return self.total
 
 
+#: margin rows held in memory (all owners) before they are spooled to disk
+MARGIN_BUFFER_ROWS = 262_144
+
+
 class MarginCollector:
     """Margin rows of the ``owners`` (indices into ``tiling``): rows of other partitions
     of ``tiling`` in the pixels (at the margin order) adjacent to each owner."""
@@ -174,6 +178,7 @@ class MarginCollector:
         self._buffers: dict[int, list[pa.Table]] = {}
         self._rows: dict[int, int] = {}
         self._files: dict[int, int] = {}
+        self._buffered = 0
 
     def wanted_partitions(self) -> set[int]:
         """Indices of the partitions (of ``tiling``) holding rows some owner may want."""
@@ -205,12 +210,18 @@ class MarginCollector:
     def _buffer(self, owner: int, rows: pa.Table) -> None:
         self._buffers.setdefault(owner, []).append(rows)
         self._rows[owner] = self._rows.get(owner, 0) + rows.num_rows
+        self._buffered += rows.num_rows
         if self._rows[owner] >= hats_files.ROW_GROUP_ROWS:
             self._flush(owner)
+        if self._buffered > MARGIN_BUFFER_ROWS:
+            # Most owners get a few thousand rows: without this, every partition's margin
+            # of a large table would sit in memory until the end.
+            for other in list(self._buffers):
+                self._flush(other)
 
     def _flush(self, owner: int) -> None:
         tables = self._buffers.pop(owner, [])
-        self._rows.pop(owner, None)
+        self._buffered -= self._rows.pop(owner, 0)
         if not tables:
             return
         self.spool.mkdir(parents=True, exist_ok=True)
