@@ -25,6 +25,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from skyshard.errors import ExternalError
+from skyshard.storage.remote import RemotePath
+
 HEALPIX = "_healpix_29"
 
 
@@ -46,16 +49,28 @@ class DirectorIndex:
                    table.column("Npix").to_numpy(zero_copy_only=False), h)
 
     @classmethod
-    def load(cls, path: str | Path, key: str) -> DirectorIndex | None:
-        """The index in memory, or None when its keys are not integers."""
-        files = sorted(Path(path).parent.glob(Path(path).name))
+    def load(cls, path: str | Path | RemotePath, key: str) -> DirectorIndex | None:
+        """The index in memory, or None when its keys are not integers. ``path`` (a file
+        or a glob pattern of files) may be on object storage (``storage.remote``)."""
+        if isinstance(path, RemotePath):
+            fs = path.fs
+            files: list = [url.split("://", 1)[1] for url in path.glob()]
+        else:
+            fs = None
+            files = sorted(Path(path).parent.glob(Path(path).name))
         if not files:
             return None
-        schema = pq.read_schema(files[0])
-        if not pa.types.is_integer(schema.field(key).type):
-            return None
-        columns = [key, "Norder", "Npix"] + ([HEALPIX] if HEALPIX in schema.names else [])
-        table = pa.concat_tables(pq.read_table(f, columns=columns) for f in files)
+        try:
+            schema = pq.read_schema(files[0], filesystem=fs)
+            if not pa.types.is_integer(schema.field(key).type):
+                return None
+            columns = [key, "Norder", "Npix"] + ([HEALPIX] if HEALPIX in schema.names else [])
+            table = pa.concat_tables(pq.read_table(f, columns=columns, filesystem=fs)
+                                     for f in files)
+        except (OSError, pa.ArrowException) as exc:
+            if fs is None:
+                raise
+            raise ExternalError(f"{path}: cannot read the director index: {exc}") from exc
         if table.column(key).null_count:
             return None
         return cls.from_table(table, key)

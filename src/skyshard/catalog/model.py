@@ -27,7 +27,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from skyshard.errors import CatalogError
-from skyshard.storage import layout
+from skyshard.storage import layout, remote
+from skyshard.storage.remote import RemotePath
 
 FORMAT_VERSION = 1
 MAX_ORDER = 12  # deepest partition order; keeps chunkId within 32 bits
@@ -209,13 +210,27 @@ class CatalogMeta:
                    generation=int(d.get("generation", 0)))
 
 
-def load(root: str | os.PathLike) -> CatalogMeta:
-    """Read ``skyshard.json`` from a catalog directory."""
-    path = Path(root) / layout.CATALOG_META
-    if not path.exists():
-        raise CatalogError(f"{root}: not a skyshard catalog (no {layout.CATALOG_META})")
+def load(root: str | os.PathLike | RemotePath) -> CatalogMeta:
+    """Read ``skyshard.json`` from a catalog directory, local or at a URL
+    (``storage.remote``: a ``RemotePath`` or a URL string, read with default storage
+    options)."""
+    if isinstance(root, RemotePath) or remote.is_url(root):
+        root = remote.catalog_root(root)
+        path = root / layout.CATALOG_META
+        try:
+            text = path.read_text()
+        except FileNotFoundError as exc:
+            detail = str(exc).strip()
+            detail = "" if not detail or detail.endswith(layout.CATALOG_META) else f": {detail}"
+            raise CatalogError(f"{root}: not a skyshard catalog (no {layout.CATALOG_META}"
+                               f"{detail})") from exc
+    else:
+        path = Path(root) / layout.CATALOG_META
+        if not path.exists():
+            raise CatalogError(f"{root}: not a skyshard catalog (no {layout.CATALOG_META})")
+        text = path.read_text()
     try:
-        return CatalogMeta.from_json(json.loads(path.read_text()))
+        return CatalogMeta.from_json(json.loads(text))
     except (ValueError, KeyError, TypeError) as exc:
         raise CatalogError(f"{path}: malformed catalog description: {exc}") from exc
 

@@ -6,6 +6,13 @@ configuration. Then user SQL cannot read other files, reach the network, install
 extensions, or change a setting; each query gets a cursor (cheap) on the shared database
 (a new database costs ~33 ms).
 
+A data directory may be a URL (``s3://bucket/catalog``, see ``storage.remote``): its
+fsspec file system (built from ``storage_options``) is registered with the database
+before the lock-down, and the URL prefix is the allowed directory, so user SQL can read
+below it and nowhere else on that store (other buckets or prefixes are refused like any
+other path). Failures to read files (a missing partition, a store that stopped
+answering) are ``ExternalError``.
+
 >>> import tempfile
 >>> eng = Engine([tempfile.gettempdir()])
 >>> eng.query("SELECT scisql_angSep(0, 0, 0, 1) AS d").column("d").to_pylist()
@@ -16,12 +23,14 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import duckdb
 import pyarrow as pa
 
-from skyshard.errors import ForbiddenQueryError, QueryLimitError, SqlError
+from skyshard.errors import ExternalError, ForbiddenQueryError, QueryLimitError, SqlError
+from skyshard.storage import remote
 
 _LOCKDOWN_TEMPLATE = (
     # Published partition files never change: keep their footers in memory.
@@ -36,7 +45,8 @@ class Engine:
     """A DuckDB database that can only read below ``data_dirs``."""
 
     def __init__(self, data_dirs: Sequence[str | os.PathLike], *, threads: int | None = None,
-                 memory_limit: str | None = None) -> None:
+                 memory_limit: str | None = None,
+                 storage_options: Mapping[str, Any] | None = None) -> None:
         config = {
             "autoload_known_extensions": False,
             "autoinstall_known_extensions": False,
@@ -50,7 +60,19 @@ class Engine:
         from skyshard.engine.macros import install
 
         install(self._db)
-        dirs = ", ".join(_quote(os.path.join(os.path.abspath(d), "")) for d in data_dirs)
+        allowed = []
+        urls: dict[str, list[str]] = {}  # protocol -> URL data dirs
+        for d in data_dirs:
+            if remote.is_url(str(d)):
+                url = remote.RemotePath(str(d)).url
+                urls.setdefault(url.split("://", 1)[0], []).append(url)
+                allowed.append(url + "/")
+            else:
+                allowed.append(os.path.join(os.path.abspath(d), ""))
+        for protocol, prefixes in urls.items():
+            self._db.register_filesystem(
+                remote.engine_filesystem(protocol, storage_options, prefixes))
+        dirs = ", ".join(_quote(d) for d in allowed)
         for stmt in _LOCKDOWN_TEMPLATE:
             self._db.execute(stmt.format(dirs=dirs))
         self._lock = threading.Lock()
@@ -85,16 +107,29 @@ class Engine:
             return rel.to_arrow_table()
         except duckdb.PermissionException as exc:
             raise ForbiddenQueryError(f"not allowed: {_first_line(exc)}") from exc
+        except duckdb.IOException as exc:  # HTTPException too
+            raise ExternalError(f"cannot read the catalog's files: {_first_line(exc)}") from exc
         except (duckdb.BinderException, duckdb.CatalogException, duckdb.ParserException,
                 duckdb.ConversionException, duckdb.InvalidInputException,
                 duckdb.OutOfRangeException, duckdb.NotImplementedException) as exc:
             raise SqlError(_first_line(exc)) from exc
+        except duckdb.Error as exc:
+            if type(exc) is not duckdb.Error:
+                raise
+            # A Python exception in a file system (fsspec, object storage) reaches us as
+            # the base class, with the Python traceback as its message.
+            raise ExternalError(f"cannot read the catalog's files: {_last_line(exc)}") from exc
         finally:
             cur.close()
 
 
 def _quote(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
+
+
+def _last_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
 
 
 def _first_line(exc: Exception) -> str:
