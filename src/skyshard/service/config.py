@@ -21,7 +21,10 @@ A TOML file (all keys optional; command-line options override it)::
     timeout_s = 600              # per query, from the start of execution
     max_rows = 1000000           # rows in one result
     max_result_bytes = 536870912 # Arrow bytes of one result
-    max_concurrent = 4           # queries executing at once; the others are QUEUED
+    max_concurrent = 4           # interactive queries executing at once; the others are QUEUED
+    max_scans = 2                # full scans executing at once, on threads of their own
+    interactive_partitions = 10  # a query reading more partitions is a full scan
+    scan_nice = 10               # how much lower the scans' CPU priority is (0: same; Linux)
     max_queued = 100
     memory_results_bytes = 268435456  # results kept in memory, above that spilled to Parquet
     result_ttl_s = 3600          # async results are deleted after this
@@ -41,6 +44,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from skyshard.service.errors import ConfigError
+from skyshard.storage.remote import is_url
 
 ANONYMOUS = "anonymous"
 
@@ -53,6 +57,12 @@ class Limits:
     max_rows: int = 1_000_000
     max_result_bytes: int = 512 * 2**20
     max_concurrent: int = 4
+    #: Scans (queries reading more than ``interactive_partitions`` partitions, as
+    #: Qserv's interactiveChunkLimit) run ``max_scans`` at a time on threads of their own,
+    #: ``scan_nice`` steps lower in CPU priority, so they never hold up interactive queries.
+    max_scans: int = 2
+    interactive_partitions: int = 10
+    scan_nice: int = 10
     max_queued: int = 100
     memory_results_bytes: int = 256 * 2**20
     result_ttl_s: float = 3600.0
@@ -87,7 +97,7 @@ class Credentials:
 
 @dataclass(frozen=True)
 class ServiceConfig:
-    catalog: Path
+    catalog: Path | str  # a folder, or a URL (storage.remote)
     host: str = "127.0.0.1"
     mysql_port: int = 4040
     http_port: int = 8080
@@ -160,6 +170,7 @@ def load(path: str | Path | None = None, *, catalog: str | Path | None = None,
                                             for k, v in lim.items()})
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"[limits]: {exc}") from exc
+    _check_limits(limit_values)
     root = catalog if catalog is not None else data.get("catalog")
     if root is None:
         raise ConfigError("no catalog: give --catalog DIR or catalog = ... in the config file")
@@ -172,7 +183,7 @@ def load(path: str | Path | None = None, *, catalog: str | Path | None = None,
                           "(or --anonymous-tap to serve TAP alone without credentials)")
     out_dir = results_dir if results_dir is not None else data.get("results_dir")
     return ServiceConfig(
-        catalog=Path(root),
+        catalog=str(root) if is_url(str(root)) else Path(root),  # s3://... stays a URL
         host=host or data.get("host", "127.0.0.1"),
         mysql_port=int(mysql_port if mysql_port is not None else data.get("mysql_port", 4040)),
         http_port=int(http_port if http_port is not None else data.get("http_port", 8080)),
@@ -181,6 +192,17 @@ def load(path: str | Path | None = None, *, catalog: str | Path | None = None,
         credentials=creds,
         limits=limit_values,
     )
+
+
+def _check_limits(limits: Limits) -> None:
+    for name in ("max_concurrent", "max_scans"):
+        if getattr(limits, name) < 1:
+            raise ConfigError(f"[limits]: {name} must be at least 1, not {getattr(limits, name)}")
+    if limits.interactive_partitions < 0:
+        raise ConfigError("[limits]: interactive_partitions must be 0 or more, "
+                          f"not {limits.interactive_partitions}")
+    if not 0 <= limits.scan_nice <= 19:
+        raise ConfigError(f"[limits]: scan_nice must be between 0 and 19, not {limits.scan_nice}")
 
 
 def _token_hash(token: str) -> str:

@@ -58,6 +58,7 @@ from skyshard.service.ingest_api import IngestApi
 from skyshard.service.queries import Query, QueryService
 from skyshard.service.results import StoredResult
 from skyshard.service.tap import TapService
+from skyshard.storage.remote import is_url
 
 API_VERSION = 1
 _ENCODINGS = ("hex", "b64", "array")
@@ -79,7 +80,8 @@ def create_app(service: QueryService, credentials: Credentials, *, database: str
         Route("/meta/version", api.version, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
     ]
-    routes += IngestApi(service.db.root, api._user).routes()
+    if not is_url(service.db.root):  # a catalog at a URL is served read-only
+        routes += IngestApi(service.db.root, api._user).routes()
     tap = TapService(service, credentials, database, user_of=api._user)
     routes += tap.routes()
     # SkyshardError: answered; any other exception: answered as 500 and logged.

@@ -33,6 +33,7 @@ from mysql_mimic.control import LocalControl
 from mysql_mimic.errors import MysqlError
 from mysql_mimic.intercept import setitem_kind
 from mysql_mimic.session import Session
+from mysql_mimic.stream import ConnectionClosed
 from sqlglot import exp
 
 from skyshard import __version__
@@ -70,9 +71,9 @@ class MysqlFrontend:
         self.sessions: dict[int, SkyshardSession] = {}
         self.control = _Control(service.next_id)
         self.schema = _catalog_schema(service.db, database)
-        self.server = MysqlServer(session_factory=lambda: SkyshardSession(self),
-                                  identity_provider=_Identity(credentials),
-                                  control=self.control)
+        self.server = _Server(session_factory=lambda: SkyshardSession(self),
+                              identity_provider=_Identity(credentials),
+                              control=self.control)
 
     async def start(self, host: str, port: int) -> int:
         """Listen; the port bound (``port=0`` picks a free one)."""
@@ -255,7 +256,15 @@ class SkyshardSession(Session):
 # --- results ----------------------------------------------------------------------------
 
 
+#: A result of at most this many Arrow bytes is converted to rows on the event loop at
+#: once: cheaper than the two thread hops of ``_rows_off_loop`` (id lookups, cones).
+_SMALL_BYTES = 64 * 1024
+
+
 def _result_set(table: pa.Table) -> ResultSet:
+    if table.nbytes <= _SMALL_BYTES:
+        columns = [c.result_column() for c in mysql_columns(table.schema)]
+        return ResultSet(rows=list(rows(table.to_batches())), columns=columns)
     return _result_set_of(table.schema, table.to_batches(max_chunksize=_BATCH))
 
 
@@ -291,6 +300,19 @@ def _catalog_schema(db: Any, database: str) -> dict:
 
 
 # --- connections and users --------------------------------------------------------------
+
+
+class _Server(MysqlServer):
+    """mysql-mimic's server, quiet about clients that hang up during the handshake (a TCP
+    health check, a port scan): one debug line instead of an unhandled-error traceback."""
+
+    async def _client_connected_cb(self, reader: asyncio.StreamReader,
+                                   writer: asyncio.StreamWriter) -> None:
+        try:
+            await super()._client_connected_cb(reader, writer)
+        except (ConnectionError, ConnectionClosed, asyncio.IncompleteReadError) as exc:
+            log.debug("client %s went away: %s", writer.get_extra_info("peername"),
+                      type(exc).__name__)
 
 
 class _Control(LocalControl):

@@ -10,7 +10,18 @@ Every query, synchronous or not, is a ``Query`` record moving through one state 
           |  cancel                   |  cancel
           +---------------------------+----------------------------------> CANCELLED
 
-``QUEUED -> EXECUTING`` when one of ``max_concurrent`` worker threads takes it;
+``QUEUED -> EXECUTING`` when its plan is about to run on a worker thread. Two lanes, as
+Qserv's interactive and scan queries: a worker of the interactive pool
+(``max_concurrent`` threads) takes the query and ``Database.sql`` plans it, still QUEUED;
+the plan reaches the service just before it runs (``_LaneExecutor``, so a query is
+planned once) and gives the number of partitions read. Up to ``interactive_partitions``
+the query runs there and then; above, it is a full scan and waits, QUEUED, for one of the
+``max_scans`` scan threads (a caller that planned the query already, as TAP, sends it
+there directly). Scan threads run ``scan_nice`` steps lower in CPU priority
+(``priority``), on the scan database when there is one (a second DuckDB whose own worker
+threads are lowered too), so scans take the CPUs interactive queries leave idle and
+never queue in front of them. A statement answered without a plan (``SHOW``, a planning
+error) passes through EXECUTING as it finishes.
 ``EXECUTING -> COMPLETED | FAILED`` when ``Database.sql`` returns or raises;
 ``-> CANCELLED`` on ``cancel`` (and for every pending query when the service closes);
 ``EXECUTING -> FAILED`` with ``QueryTimeoutError`` when the query runs past its time limit.
@@ -31,7 +42,7 @@ import itertools
 import logging
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -41,9 +52,16 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from skyshard.errors import InternalError, QueryCancelled, QueryLimitError, SkyshardError
+from skyshard.errors import (
+    InternalError,
+    QueryCancelled,
+    QueryLimitError,
+    SkyshardError,
+)
+from skyshard.service import priority
 from skyshard.service.config import Limits
 from skyshard.service.cursors import CursorTracker
+from skyshard.service.deadlines import Deadlines
 from skyshard.service.errors import (
     NotFinishedError,
     QueryTimeoutError,
@@ -97,6 +115,8 @@ class Query:
     bytes: int | None = None
     partitions_total: int | None = None
     partitions_done: int = 0
+    #: "interactive" or "scan" (more than ``interactive_partitions`` partitions)
+    lane: str = "interactive"
     error: SkyshardError | None = None
     done: Future = field(default_factory=Future, repr=False)
     _worker_done: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -117,19 +137,34 @@ class Query:
 
 
 class QueryService:
-    """Runs queries on one ``Database`` within ``Limits``. Thread-safe."""
+    """Runs queries on one ``Database`` within ``Limits``. Thread-safe.
+
+    ``scan_db``: the same catalog opened a second time, for full scans (default: ``db``).
+    """
 
     def __init__(self, db: Any, limits: Limits | None = None, *,
-                 results_dir: str | Path | None = None) -> None:
+                 results_dir: str | Path | None = None, scan_db: Any = None) -> None:
         self.db = db
+        self.scan_db = scan_db if scan_db is not None else db
         self.limits = limits or Limits()
         self.results = ResultStore(results_dir, memory_bytes=self.limits.memory_results_bytes,
                                    ttl_s=self.limits.result_ttl_s)
         self.cursors = CursorTracker()
         self.interruptible = self.cursors.install(db)
+        if self.scan_db is not db:
+            self.interruptible = self.cursors.install(self.scan_db) and self.interruptible
+        for each in {id(db): db, id(self.scan_db): self.scan_db}.values():
+            _LaneExecutor.install(each, self)
+        self._local = threading.local()  # the query (and lane) this worker thread runs
+        self._deadlines = Deadlines(self._expire)
         self._pool = ThreadPoolExecutor(max_workers=max(1, self.limits.max_concurrent),
                                         thread_name_prefix="skyshard-query")
+        self._scan_pool = ThreadPoolExecutor(
+            max_workers=max(1, self.limits.max_scans), thread_name_prefix="skyshard-scan",
+            initializer=priority.lower_current_thread, initargs=(self.limits.scan_nice,))
         self._queries: OrderedDict[int, Query] = OrderedDict()
+        self._queued = 0  # queries in state QUEUED
+        self._finished: deque[int] = deque()  # ids of finished queries, oldest first
         self._lock = threading.RLock()
         self._ids = itertools.count(1)
         self._closed = False
@@ -144,21 +179,27 @@ class QueryService:
     # --- submit and wait ------------------------------------------------------------
 
     def submit(self, sql: str, user: str, *, mode: str = "async", host: str | None = None,
-               timeout_s: float | None = None) -> Query:
+               timeout_s: float | None = None, partitions: int | None = None) -> Query:
         """Queue a query; it starts when a worker is free. ``ServerBusyError`` if the queue
-        is full."""
+        is full. ``partitions``: how many partitions it reads, when the caller has planned
+        it already (TAP does), so that it is not planned once more to choose its lane."""
         self._housekeeping()
         limit = self.limits.timeout_s
         timeout = min(limit, timeout_s) if timeout_s and timeout_s > 0 else limit
         with self._lock:
             if self._closed:
                 raise ServerBusyError("the server is shutting down")
-            queued = sum(1 for q in self._queries.values() if q.state is State.QUEUED)
-            if queued >= self.limits.max_queued:
-                raise ServerBusyError(f"{queued} queries are queued already; retry later")
-            q = Query(self.next_id(), user, sql, mode, timeout, host=host)
+            if self._queued >= self.limits.max_queued:
+                raise ServerBusyError(f"{self._queued} queries are queued already; retry later")
+            q = Query(self.next_id(), user, sql, mode, timeout, host=host,
+                      partitions_total=partitions)
             self._queries[q.id] = q
-            self._pool.submit(self._execute, q)
+            self._queued += 1
+            if (partitions or 0) > self.limits.interactive_partitions:
+                q.lane = "scan"
+                self._scan_pool.submit(self._work, q, "scan")
+            else:
+                self._pool.submit(self._work, q, "interactive")
         log.debug("query %d by %s queued (%s)", q.id, user, mode)
         return q
 
@@ -255,33 +296,69 @@ class QueryService:
             except UnknownQueryError:
                 pass
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._scan_pool.shutdown(wait=False, cancel_futures=True)
+        self._deadlines.close()
         self.results.close()
 
-    # --- the worker -----------------------------------------------------------------
+    # --- the workers ----------------------------------------------------------------
 
-    def _execute(self, q: Query) -> None:
-        with self._lock:
-            if q.state is not State.QUEUED:
-                q._worker_done.set()
-                return
-            self._move(q, State.EXECUTING)
-            q.started = q.updated
-        timer = threading.Timer(q.timeout_s, self._expire, args=(q,))
-        timer.daemon = True
-        timer.start()
+    def _work(self, q: Query, lane: str) -> None:
+        """Run ``q`` on a worker of ``lane``. ``Database.sql`` plans it (still QUEUED);
+        the plan reaches ``_LaneExecutor`` just before it runs, which counts its partitions
+        and either starts it (EXECUTING) or, on an interactive worker, turns a full scan
+        back to the scan lane."""
+        if q.state is not State.QUEUED:
+            q._worker_done.set()
+            return
+        db = self.db if lane == "interactive" else self.scan_db
+        self._local.query, self._local.lane = q, lane
         outcome: pa.Table | BaseException
         try:
             with self.cursors.running(q.id):
-                q.partitions_total = self._partitions(q.sql)
-                table = self.db.sql(q.sql, max_rows=self.limits.max_rows)
+                table = db.sql(q.sql, max_rows=self.limits.max_rows)
             self._check_size(table)
             outcome = table
+        except _Rerouted:
+            self._to_scan_lane(q)
+            return
         except Exception as exc:  # every failure becomes the query's error
             outcome = exc
         finally:
-            timer.cancel()
-            q._worker_done.set()
+            self._local.query = self._local.lane = None
+        self._deadlines.discard(q.id)
+        q._worker_done.set()
         self._complete(q, outcome)
+
+    def _to_scan_lane(self, q: Query) -> None:
+        with self._lock:
+            if q.state is not State.QUEUED or self._closed:
+                q._worker_done.set()  # cancelled meanwhile (close() cancels it)
+                return
+            q.lane = "scan"
+            self._scan_pool.submit(self._work, q, "scan")
+        log.debug("query %d reads %s partitions: a full scan", q.id, q.partitions_total)
+
+    def _starting(self, plan: Any) -> None:
+        """Called with each plan about to run on this thread (``_LaneExecutor``)."""
+        q: Query | None = getattr(self._local, "query", None)
+        if q is None:
+            return  # not a query of this service (a plan run directly on the database)
+        with self._lock:
+            if q.state is State.EXECUTING:
+                return  # a further statement of a query already started
+            if q.state is not State.QUEUED:
+                raise QueryCancelled(f"query {q.id} was cancelled before it started")
+            q.partitions_total = partitions_read(plan)
+            if (self._local.lane == "interactive"
+                    and (q.partitions_total or 0) > self.limits.interactive_partitions):
+                raise _Rerouted
+            self._start(q)
+
+    def _start(self, q: Query) -> None:
+        """QUEUED -> EXECUTING, with its time limit (under the lock)."""
+        self._move(q, State.EXECUTING)
+        q.started = q.updated
+        self._deadlines.add(q.id, q.timeout_s)
 
     def _complete(self, q: Query, outcome: pa.Table | BaseException) -> None:
         stored = None
@@ -291,6 +368,9 @@ class QueryService:
             except OSError as exc:
                 outcome = InternalError(f"cannot store the result: {exc}")
         with self._lock:
+            if q.state is State.QUEUED:  # answered without running a plan (SHOW, an error)
+                self._start(q)
+                self._deadlines.discard(q.id)
             if q.state is not State.EXECUTING:  # cancelled or timed out meanwhile
                 if stored is not None:
                     self.results.delete(q.id)
@@ -304,9 +384,10 @@ class QueryService:
             else:
                 self._finish(q, State.FAILED, _as_skyshard_error(outcome, q))
 
-    def _expire(self, q: Query) -> None:
+    def _expire(self, query_id: int) -> None:
         with self._lock:
-            if q.state is not State.EXECUTING:
+            q = self._queries.get(query_id)
+            if q is None or q.state is not State.EXECUTING:
                 return
             self._finish(q, State.FAILED, QueryTimeoutError(q.timeout_s))
         self._interrupt(q)
@@ -336,21 +417,14 @@ class QueryService:
     def _move(self, q: Query, state: State) -> None:
         if state not in MOVES[q.state]:
             raise InternalError(f"query {q.id}: {q.state.value} -> {state.value} is not a move")
+        if q.state is State.QUEUED:
+            self._queued -= 1
         q.state = state
         q.updated = time.time()
+        if state.final:
+            self._finished.append(q.id)
 
     # --- internals ------------------------------------------------------------------
-
-    def _partitions(self, sql: str) -> int | None:
-        """How many partitions the query reads, from its plan (None: no plan, e.g. SHOW)."""
-        try:
-            plan = self.db.plan(sql)
-        except Exception:
-            return None  # db.sql raises the same error, or answers without a plan
-        if plan.partitions is not None:
-            return len(plan.partitions)
-        chosen = getattr(plan, "chosen", None) or {}
-        return len(set().union(*chosen.values())) if chosen else 0
 
     def _check_size(self, table: pa.Table) -> None:
         if table.num_rows > self.limits.max_rows:
@@ -364,11 +438,59 @@ class QueryService:
         for query_id in self.results.expire():
             log.debug("result of query %d expired", query_id)
         with self._lock:
-            finished = [q for q in self._queries.values() if q.state.final]
-            for q in finished[:max(0, len(finished) - self.limits.history)]:
-                del self._queries[q.id]
-                q._table = None
-                self.results.delete(q.id)
+            while len(self._finished) > self.limits.history:
+                q = self._queries.pop(self._finished.popleft(), None)
+                if q is not None:
+                    q._table = None
+                    self.results.delete(q.id)
+
+
+class _Rerouted(Exception):
+    """An interactive worker met a full scan's plan: the query goes to the scan lane."""
+
+
+class _LaneExecutor:
+    """A database's executor, with each plan shown to the service just before it runs
+    (on the thread of the query it belongs to): the one place a query is planned."""
+
+    def __init__(self, wrapped: Any, service: QueryService) -> None:
+        self.wrapped = wrapped
+        self._service = service
+
+    @classmethod
+    def install(cls, db: Any, service: QueryService) -> None:
+        executor = getattr(db, "executor", None)
+        if executor is None:
+            return
+        if isinstance(executor, _LaneExecutor):
+            executor = executor.wrapped
+        db.executor = cls(executor, service)
+
+    @property
+    def engine(self) -> Any:  # what ``CursorTracker.install`` wraps
+        return self.wrapped.engine
+
+    @engine.setter
+    def engine(self, value: Any) -> None:
+        self.wrapped.engine = value
+
+    def run(self, plan: Any, **options: Any) -> Any:
+        self._service._starting(plan)
+        return self.wrapped.run(plan, **options)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.wrapped, name)
+
+
+def partitions_read(plan: Any) -> int | None:
+    """How many partitions a ``QueryPlan`` reads (None: not a plan)."""
+    partitions = getattr(plan, "partitions", None)
+    if partitions is not None:
+        return len(partitions)
+    if not hasattr(plan, "chosen"):
+        return None
+    chosen = plan.chosen or {}
+    return len(set().union(*chosen.values())) if chosen else 0
 
 
 def _as_skyshard_error(exc: BaseException, q: Query) -> SkyshardError:

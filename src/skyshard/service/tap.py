@@ -56,7 +56,7 @@ from skyshard.service.errors import (
     wire,
 )
 from skyshard.service.queries import QueryService
-from skyshard.service.tap_output import Result, respond
+from skyshard.service.tap_output import Result, encode, respond, respond_buffered, small
 from skyshard.service.tap_query import (
     LocalRun,
     Params,
@@ -71,6 +71,9 @@ log = logging.getLogger("skyshard.service")
 
 PREFIX = "/tap"
 MAX_WAIT_S = 60.0
+#: A synchronous result of at most this many Arrow bytes is encoded on the event loop:
+#: under load, each hop to a worker thread waits for that thread to be scheduled.
+INLINE_BYTES = 64 * 1024
 _TEXT = "text/plain; charset=utf-8"
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -169,7 +172,13 @@ class TapService:
             self._cancel(run)
             raise
         table = run.outcome() if isinstance(run, LocalRun) else self.service.outcome(run)
-        return respond(self._result(table, prepared, query.adql), query.format)
+        result = self._result(table, prepared, query.adql)
+        if small(result, INLINE_BYTES):  # an id lookup, a cone: cheaper than a thread hop
+            return respond_buffered(result, query.format, encode(result, query.format))
+        if small(result):  # one thread hop for the whole body, not one per chunk
+            body = await asyncio.to_thread(encode, result, query.format)
+            return respond_buffered(result, query.format, body)
+        return respond(result, query.format)
 
     def _prepare(self, query: TapQuery) -> Prepared:
         metadata, schema_db = self.view()
@@ -181,7 +190,7 @@ class TapService:
         if prepared.local is not None:
             return LocalRun(prepared.local, prepared.tree, timeout_s or self.limits.timeout_s)
         return self.service.submit(prepared.sql, user, mode=mode, host=host,
-                                   timeout_s=timeout_s)
+                                   timeout_s=timeout_s, partitions=prepared.partitions)
 
     def _cancel(self, run: Any) -> None:
         if isinstance(run, LocalRun):

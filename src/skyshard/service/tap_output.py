@@ -80,19 +80,47 @@ def _plain(t: pa.DataType) -> pa.DataType:
     return t.value_type if pa.types.is_dictionary(t) else t
 
 
+#: A synchronous result whose Arrow data is at most this big is encoded at once, on one
+#: worker thread, and sent as one body (``respond_buffered``): streaming it would cost a
+#: thread hop per chunk, more than the encoding of a small result.
+BUFFERED_BYTES = 1 << 20
+
+
 def respond(result: Result, fmt: OutputFormat) -> Response:
-    """The HTTP response carrying ``result`` in ``fmt``."""
-    headers = {"X-Query-Status": "OVERFLOW" if result.overflow else "OK"}
-    if fmt.name == "votable":
-        return StreamingResponse(_votable(result), media_type=votable.MEDIA_TYPE,
-                                 headers=headers)
-    if fmt.name == "csv":
-        return StreamingResponse(_csv(result), media_type=fmt.media_type, headers=headers)
-    if fmt.name == "tsv":
-        return StreamingResponse(_tsv(result), media_type=fmt.media_type, headers=headers)
-    if fmt.name == "json":
-        return StreamingResponse(_json(result), media_type=fmt.media_type, headers=headers)
-    return StreamingResponse(_parquet(result), media_type=fmt.media_type, headers=headers)
+    """The HTTP response carrying ``result`` in ``fmt``, streamed chunk by chunk."""
+    return StreamingResponse(_chunks(result, fmt), media_type=_media_type(fmt),
+                             headers=_headers(result))
+
+
+def encode(result: Result, fmt: OutputFormat) -> bytes:
+    """The whole body of ``result`` in ``fmt`` (blocking: on the event loop only for a
+    small result)."""
+    return b"".join(_chunks(result, fmt))
+
+
+def respond_buffered(result: Result, fmt: OutputFormat, body: bytes) -> Response:
+    """The response for a body made by ``encode``."""
+    return Response(body, media_type=_media_type(fmt), headers=_headers(result))
+
+
+def small(result: Result, limit: int | None = None) -> bool:
+    """Whether ``result`` is an in-memory table of at most ``limit`` Arrow bytes
+    (default ``BUFFERED_BYTES``: small enough to buffer)."""
+    limit = BUFFERED_BYTES if limit is None else limit
+    return isinstance(result.source, pa.Table) and result.source.nbytes <= limit
+
+
+def _headers(result: Result) -> dict[str, str]:
+    return {"X-Query-Status": "OVERFLOW" if result.overflow else "OK"}
+
+
+def _media_type(fmt: OutputFormat) -> str:
+    return votable.MEDIA_TYPE if fmt.name == "votable" else fmt.media_type
+
+
+def _chunks(result: Result, fmt: OutputFormat) -> Iterator[bytes]:
+    writers = {"votable": _votable, "csv": _csv, "tsv": _tsv, "json": _json}
+    return writers.get(fmt.name, _parquet)(result)
 
 
 def _votable(result: Result) -> Iterator[bytes]:

@@ -41,7 +41,7 @@ from skyshard.errors import (
     UserError,
 )
 from skyshard.service.errors import QueryTimeoutError
-from skyshard.service.queries import State
+from skyshard.service.queries import State, partitions_read
 from skyshard.service.tap_schema import TapMetadata, TapSchemaDb, reads_tap_schema
 from skyshard.service.votable import FieldMeta
 from skyshard.sql.adql import parse_adql
@@ -190,6 +190,7 @@ class Prepared:
     maxrec: int
     exact: bool                    # the query asks one row more than MAXREC
     fields: dict[str, FieldMeta] = field(default_factory=dict)
+    partitions: int | None = None  # read by the catalog query (from the plan), if known
 
     @property
     def sql(self) -> str:
@@ -211,8 +212,9 @@ def prepare(query: TapQuery, metadata: TapMetadata, schema_db: TapSchemaDb, *,
     local = schema_db if reads_tap_schema(tree) else None
     if local is not None:
         local.check(tree, query.adql)
-    elif plan is not None:
-        plan(query.adql, tree.copy())
+    partitions = None
+    if local is None and plan is not None:
+        partitions = partitions_read(plan(query.adql, tree.copy()))
     fetch = query.maxrec + 1 if query.maxrec < query.hard_limit else query.hard_limit
     limit = tree.args.get("limit")
     given = _integer(limit.expression) if isinstance(limit, exp.Limit) else None
@@ -223,7 +225,7 @@ def prepare(query: TapQuery, metadata: TapMetadata, schema_db: TapSchemaDb, *,
     if given is None or given > query.maxrec:
         tree.set("limit", exp.Limit(expression=exp.Literal.number(fetch)))
         exact = fetch > query.maxrec
-    return Prepared(tree, local, query.maxrec, exact, metadata.field_meta(tree))
+    return Prepared(tree, local, query.maxrec, exact, metadata.field_meta(tree), partitions)
 
 
 def _integer(node: exp.Expression | None) -> int | None:
