@@ -38,7 +38,10 @@ from skyshard.storage.remote import RemotePath
 class Database:
     """A catalog opened for queries. Thread-safe; one DuckDB per instance.
 
-    ``workers=N`` runs queries on a new local Dask cluster of N processes,
+    ``shared_scans=True`` lets concurrent full scans of a big table share their reads
+    (``dispatch.scans``; off by default: it saved 8-30 % of CPU and little wall time in
+    ``bench/shared_scans_bench.py``). ``workers=N`` runs queries on a new local Dask
+    cluster of N processes,
     ``scheduler="tcp://host:8786"`` on an existing Dask cluster (shared storage: every
     worker reads the catalog at the same path); ``close()`` releases it. With
     ``placement="replicas"`` the cluster is shared-nothing: the catalog is copied to the
@@ -63,7 +66,7 @@ class Database:
                  threads: int | None = None, memory_limit: str | None = None,
                  workers: int | None = None, scheduler: str | None = None,
                  placement: str = "shared", replication: int | None = None,
-                 replica_dir: str | os.PathLike | None = None,
+                 replica_dir: str | os.PathLike | None = None, shared_scans: bool = False,
                  storage_options: Mapping[str, Any] | None = None) -> None:
         if placement != "shared" and workers is None and scheduler is None:
             raise UserError(f"placement={placement!r} needs workers or scheduler (a Dask "
@@ -99,7 +102,7 @@ class Database:
                                          replica_dir=replica_dir, storage_options=options)
         else:
             self.executor = LocalExecutor(self.engine, fragment_partitions=fragment_partitions,
-                                          threads=threads or 2)
+                                          threads=threads or 2, shared_scans=shared_scans)
 
     def close(self) -> None:
         """Release the executor's cluster (a local cluster is stopped) and the reader

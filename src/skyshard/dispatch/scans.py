@@ -1,0 +1,561 @@
+"""Shared scans: concurrent full scans of one table share one pass over its files.
+
+A query that reads every partition of one big table (a full scan: no region, no key,
+no join, no LIMIT) does not read the files in one statement. It joins the table's
+*convoy*: a thread that walks the table's partitions in sky order, a *unit*
+(consecutive partitions, at most about ``unit_rows`` rows) at a time. For each unit:
+
+- if two or more queries need it and their columns overlap enough, the convoy runs ONE
+  DuckDB statement: the unit's files read once (the union of the columns the queries
+  use, projected, materialised) and every query's parallel statement over that
+  (``QueryPlan.parallel_sql_over``), each query's partial rows packed into a list;
+- otherwise (one query, or columns that overlap too little) each of them leaves the
+  convoy and reads every unit it still needs itself, on its own thread, in one
+  statement (its ordinary parallel statement, only its own columns): a lone full scan
+  costs one statement and a merge, as with ``fragment_partitions``. So a query that
+  scans alone is not joined by later ones (those share with each other).
+
+"Enough": the bytes per row the queries would read separately are at least
+``min_overlap`` times those of the union. Parquet is columnar, so separate reads
+already skip the columns a query does not use, and once the files are in the page
+cache decoding a column costs little more than scanning it again (strings more).
+Sharing pays when the queries read mostly the same columns (measured:
+``bench/shared_scans_bench.py``) and whenever reading is I/O-bound (files colder than
+the page cache, remote storage: ``min_overlap=1``).
+
+The convoy moves on once every query served has its partial for the unit: one unit is
+read at a time per convoy. A query that joins late starts at the convoy's current
+position and wraps around to the units it missed (as Qserv's shared-scan scheduler
+does); when it has every unit its partials are merged as usual. A convoy that was idle
+waits ``gather_s`` before its first unit, so that queries sent together board it
+together. Small queries (cones, id lookups), tables under ``min_rows`` rows and top-k
+queries never join a convoy and never wait.
+
+Each query's own statements run on its own thread with cursors from the executor's
+engine, so cancelling it works as usual (``cursor.interrupt()`` stops its statement).
+While a query waits for a shared pass no statement of its own runs, so from its first
+long wait it holds a *sentinel*: a streaming statement open on one of its cursors,
+polled every ``poll_s`` seconds; an interrupt makes the poll fail and the query leaves
+the convoy with ``duckdb.InterruptException`` (the pass goes on for the others). The
+convoy runs its passes with the engine it was built with (not the one a service may
+wrap later), so one query's interrupt never stops a pass others wait for. When a
+shared pass fails, its queries read that unit themselves and ride on: a query's own
+error (a bad cast, an unreadable file) then fails that query only.
+
+>>> scans = SharedScans(engine)                                 # doctest: +SKIP
+>>> info = scans.rides(plan)  # None: run it as usual           # doctest: +SKIP
+>>> partials = scans.partials(plan, info, engine)               # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Self
+
+import duckdb
+import pyarrow as pa
+from sqlglot import exp
+
+from skyshard.catalog.model import TableInfo
+from skyshard.engine.duck import Engine
+from skyshard.errors import InternalError
+from skyshard.sql.plan import QueryPlan
+from skyshard.storage import layout
+
+#: The registered name of the unit being scanned, in each query's parallel statement.
+SCANNED = "__skyshard_scan"
+#: Rows per unit read at once (units are whole partitions, so one may hold more).
+DEFAULT_UNIT_ROWS = 2_000_000
+#: A table is cut into at least this many units when it has the partitions (so a query
+#: arriving during a unit does not wait for the whole scan).
+MIN_UNITS = 2
+#: Tables smaller than this are scanned as usual (one statement is cheaper than a convoy).
+DEFAULT_MIN_ROWS = 1_000_000
+#: Share a unit's read when separate reads would read this many times its bytes per row.
+DEFAULT_MIN_OVERLAP = 2.0
+#: Seconds between two checks of a waiting query's sentinel (interrupt latency).
+DEFAULT_POLL_S = 0.05
+#: Seconds an idle convoy waits, when a query comes, for others sent at the same time.
+DEFAULT_GATHER_S = 0.01
+#: Seconds a convoy's thread waits for the next query after its last one left.
+DEFAULT_LINGER_S = 1.0
+#: Never ends; a poll (one chunk of DuckDB's 2048 rows) costs about 0.25 ms.
+_SENTINEL_SQL = "SELECT true AS alive FROM range(9223372036854775807)"
+_CHUNK_ROWS = 2048
+
+
+def full_scan_table(plan: QueryPlan) -> TableInfo | None:
+    """The table ``plan`` reads in full, when a shared scan can serve it (else None).
+
+    That is: one table reference in the whole query, partitioned, every partition
+    chosen, no region, key or pseudo-column on it, no LIMIT, and a parallel + merge
+    split. A top-k (``ORDER BY ... LIMIT``) runs alone: as one statement DuckDB reads
+    the other columns of the few rows that win only, and skips row groups that cannot
+    win; unit by unit it loses most of that.
+    """
+    a = plan.analysis
+    if plan.partitions is None or len(a.refs) != 1 or a.tree.args.get("limit") is not None:
+        return None
+    ref = a.refs[0]
+    info, key = ref.info, ref.alias.lower()
+    if not (ref.outermost and info.is_partitioned and info.partitions):
+        return None
+    if a.regions.get(ref.alias) or a.pseudo.get(ref.alias) or key in plan.healpix:
+        return None
+    if plan.chosen.get(key) != {(p.order, p.pixel) for p in info.partitions}:
+        return None
+    return info if plan.split is not None else None
+
+
+def needed_columns(plan: QueryPlan, info: TableInfo) -> frozenset[str]:
+    """The table's columns the parallel statement uses (table spelling)."""
+    assert plan.split is not None
+    by_lower = {c.lower(): c for c in info.column_names}
+    return frozenset(by_lower[c.name.lower()] for c in plan.split.parallel.find_all(exp.Column)
+                     if c.name.lower() in by_lower)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Consecutive partitions a convoy reads at once."""
+
+    index: int
+    partitions: tuple[tuple[int, int], ...]
+    rows: int
+
+
+def units_of(info: TableInfo, unit_rows: int) -> list[Unit]:
+    """The table's partitions in sky order, cut into units of about ``unit_rows`` rows.
+
+    >>> from skyshard.catalog.model import Partition, TableKind
+    >>> t = TableInfo("T", TableKind.DIRECTOR, (("a", "int64"),),
+    ...               partitions=(Partition(1, 3, 5), Partition(1, 1, 5), Partition(1, 2, 5)))
+    >>> [u.partitions for u in units_of(t, 8)]
+    [((1, 1), (1, 2)), ((1, 3),)]
+    """
+    units: list[Unit] = []
+    current: list[tuple[int, int]] = []
+    rows = total = 0
+    for p in sorted(info.partitions, key=lambda p: p.range29[0]):
+        current.append((p.order, p.pixel))
+        rows += p.rows
+        total += p.rows
+        if total >= (len(units) + 1) * unit_rows:  # cut at multiples of unit_rows
+            units.append(Unit(len(units), tuple(current), rows))
+            current, rows = [], 0
+    if current:
+        units.append(Unit(len(units), tuple(current), rows))
+    return units
+
+
+@dataclass(eq=False)
+class _Offer:
+    """A unit handed to its riders: each rider's partial result, computed in one shared
+    pass (``partials``); or None: each reads the unit's files itself, and with ``rest``
+    the files of every other unit it still needs too, in the same statement, and leaves
+    the convoy."""
+
+    unit: Unit
+    partials: dict[_Member, pa.Table] | None = None
+    rest: bool = False
+
+
+@dataclass(eq=False)
+class _Member:
+    """One query in a convoy: the columns it uses and its parallel statement over the
+    shared relation."""
+
+    columns: frozenset[str]
+    over: str
+    remaining: set[int]
+    offer: _Offer | None = None
+    gone: bool = False
+
+
+@dataclass(eq=False)
+class _Convoy:
+    """The scan of one table (one version of it) and the queries riding it."""
+
+    key: tuple
+    info: TableInfo
+    root: Path
+    units: list[Unit]
+    members: list[_Member] = field(default_factory=list)
+    position: int = 0
+    thread: threading.Thread | None = None
+    failure: BaseException | None = None
+
+
+class SharedScans:
+    """The convoys of one engine's queries; thread-safe.
+
+    ``engine`` runs the shared passes; ``unit_rows`` sets the unit size (memory: one
+    unit of the columns the riding queries use, per table being scanned);
+    ``min_overlap`` when a pass is shared (see the module's docstring); ``min_rows`` the
+    smallest table scanned this way; ``gather_s`` how long a convoy that was idle waits
+    before its first unit, for queries sent together; ``poll_s`` how often a waiting
+    query checks for an interrupt; ``linger_s`` how long an idle convoy's thread waits
+    for the next query.
+    """
+
+    def __init__(self, engine: Engine, *, unit_rows: int = DEFAULT_UNIT_ROWS,
+                 min_overlap: float = DEFAULT_MIN_OVERLAP, min_rows: int = DEFAULT_MIN_ROWS,
+                 gather_s: float = DEFAULT_GATHER_S, poll_s: float = DEFAULT_POLL_S,
+                 linger_s: float = DEFAULT_LINGER_S) -> None:
+        if unit_rows < 1 or poll_s <= 0 or min(linger_s, gather_s, min_overlap, min_rows) < 0:
+            raise ValueError("unit_rows must be >= 1, poll_s > 0, and linger_s, gather_s, "
+                             "min_overlap and min_rows >= 0")
+        self.engine = engine
+        self.unit_rows = unit_rows
+        self.min_rows = min_rows
+        self.min_overlap = min_overlap
+        self.gather_s = gather_s
+        self.poll_s = poll_s
+        self.linger_s = linger_s
+        self._cond = threading.Condition()
+        self._convoys: dict[tuple, _Convoy] = {}
+        self._closed = False
+        _OPEN.add(self)
+        self._stats = {"convoys": 0, "queries": 0, "served": 0, "shared_reads": 0,
+                       "own_reads": 0, "shared_failures": 0}
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters: convoys started, queries that rode one, units handed to a query
+        (``served``), units read once for several queries (``shared_reads``), units a
+        query read from the files itself (``own_reads``, one per query and unit) and
+        shared passes that failed (their riders then read the unit themselves)."""
+        with self._cond:
+            return dict(self._stats)
+
+    def rides(self, plan: QueryPlan) -> TableInfo | None:
+        """The table whose convoy ``plan`` rides: a full scan (``full_scan_table``) of a
+        table of ``min_rows`` rows or more; None: the query runs as usual (always, once
+        closed)."""
+        refs = plan.analysis.refs
+        if self._closed or len(refs) != 1 or \
+                sum(p.rows for p in refs[0].info.partitions) < self.min_rows:
+            return None
+        return full_scan_table(plan)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop the convoys (queries riding one fail with ``InternalError``) and wait up to
+        ``timeout_s`` for their threads; later full scans run as usual. Idempotent; called
+        at interpreter exit too, so that no convoy thread is inside DuckDB then."""
+        with self._cond:
+            self._closed = True
+            threads = [c.thread for c in self._convoys.values() if c.thread is not None]
+            self._cond.notify_all()
+        deadline = time.monotonic() + timeout_s
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    def units(self, info: TableInfo) -> list[Unit]:
+        """How a convoy cuts ``info``: units of ``unit_rows`` rows, smaller if that makes
+        fewer than ``MIN_UNITS``."""
+        rows = sum(p.rows for p in info.partitions)
+        return units_of(info, max(1, min(self.unit_rows, -(-rows // MIN_UNITS))))
+
+    def position(self, info: TableInfo) -> int | None:
+        """The unit the convoy of ``info`` is at (None: no convoy)."""
+        with self._cond:
+            for c in self._convoys.values():
+                if c.info == info:
+                    return c.position
+        return None
+
+    def partials(self, plan: QueryPlan, info: TableInfo, engine: Engine) -> list[pa.Table]:
+        """The parallel statement's results over every partition (and the orphans) of
+        ``info``, which ``plan`` scans in full (``full_scan_table``); run on this thread
+        with cursors from ``engine``."""
+        out: list[pa.Table] = []
+        if info.orphan_rows:
+            out.append(engine.query(plan.parallel_sql([], orphans=True)))
+        with _Sentinel(engine) as sentinel:
+            convoy, member = self._join(plan, info)
+            try:
+                while member.remaining:
+                    offer = self._next_offer(convoy, member, sentinel)
+                    if offer.rest:  # on its own from here: every unit left, at once
+                        rest = [pp for u in convoy.units if u.index in member.remaining
+                                for pp in u.partitions]
+                        out.append(engine.query(plan.parallel_sql(rest, orphans=False)))
+                        break
+                    try:
+                        if offer.partials is not None:
+                            out.append(offer.partials[member])
+                        else:  # the shared pass failed: this unit alone
+                            sql = plan.parallel_sql(offer.unit.partitions, orphans=False)
+                            out.append(engine.query(sql))
+                    finally:
+                        self._done_with(member, offer)
+                        offer = None
+                    sentinel.check()
+            finally:
+                self._leave(convoy, member)
+        return out
+
+    # --- the query's side -----------------------------------------------------------
+
+    def _join(self, plan: QueryPlan, info: TableInfo) -> tuple[_Convoy, _Member]:
+        key = (str(plan.root), info)
+        with self._cond:
+            convoy = self._convoys.get(key)
+            if convoy is None:
+                convoy = _Convoy(key, info, plan.root, self.units(info))
+                self._convoys[key] = convoy
+            member = _Member(needed_columns(plan, info), plan.parallel_sql_over(SCANNED),
+                             {u.index for u in convoy.units})
+            convoy.members.append(member)
+            self._stats["queries"] += 1
+            self._cond.notify_all()  # a lingering convoy wakes up
+            if convoy.thread is None:
+                self._stats["convoys"] += 1
+                convoy.thread = threading.Thread(target=self._drive, args=(convoy,),
+                                                 name=f"skyshard-scan-{info.name}", daemon=True)
+                convoy.thread.start()
+            return convoy, member
+
+    def _next_offer(self, convoy: _Convoy, member: _Member, sentinel: _Sentinel) -> _Offer:
+        since = time.monotonic()
+        while True:
+            with self._cond:
+                if member.offer is not None:
+                    return member.offer
+                if convoy.failure is not None:
+                    raise convoy.failure
+                self._cond.wait(self.poll_s)
+            # A long wait: watch for interrupts from now on.
+            sentinel.check(start=time.monotonic() - since >= self.poll_s)
+
+    def _done_with(self, member: _Member, offer: _Offer) -> None:
+        with self._cond:
+            member.remaining.discard(offer.unit.index)
+            member.offer = None
+            self._cond.notify_all()
+
+    def _leave(self, convoy: _Convoy, member: _Member) -> None:
+        with self._cond:
+            member.gone = True
+            member.offer = None
+            if member in convoy.members:
+                convoy.members.remove(member)
+            self._cond.notify_all()
+
+    # --- the convoy's thread --------------------------------------------------------
+
+    def _drive(self, convoy: _Convoy) -> None:
+        try:
+            fresh = True  # nothing handed out since the convoy was last empty
+            while True:
+                with self._cond:
+                    if self._closed:
+                        self._stop(convoy)
+                        return
+                    if not self._live(convoy):
+                        fresh = True
+                        if not self._linger(convoy):
+                            self._retire(convoy)
+                            return
+                    if fresh:  # let queries sent together board the first unit
+                        self._pause(self.gather_s)
+                        fresh = False
+                        if not self._live(convoy):
+                            continue
+                    unit, riders = self._next_unit(convoy)
+                    convoy.position = unit.index
+                offer = self._offer(convoy, unit, riders)
+                if offer is None:
+                    continue  # interrupted: try again
+                with self._cond:
+                    riders = [m for m in riders if not m.gone]
+                    for m in riders:
+                        m.offer = offer
+                    self._count(offer, riders)
+                    self._cond.notify_all()
+                    if offer.rest:  # they go on alone: no waiting for them
+                        convoy.members = [m for m in convoy.members if m not in riders]
+                        continue
+                    while any(m.offer is offer and not m.gone for m in riders):
+                        self._cond.wait()
+                    convoy.position = (unit.index + 1) % len(convoy.units)
+                del offer  # the partials are the riders' now
+        except BaseException as exc:  # noqa: BLE001 - a bug: fail the riders, never hang them
+            with self._cond:
+                self._stop(convoy, exc)
+
+    def _stop(self, convoy: _Convoy, cause: BaseException | None = None) -> None:
+        """Under the lock: end the convoy; its members fail."""
+        why = "the executor was closed" if cause is None else f"{type(cause).__name__}: {cause}"
+        convoy.failure = InternalError(f"shared scan of {convoy.info.name} stopped: {why}")
+        convoy.failure.__cause__ = cause
+        self._retire(convoy)
+        self._cond.notify_all()
+
+    def _live(self, convoy: _Convoy) -> bool:
+        """Under the lock: drop members that left or are done; whether any is left."""
+        convoy.members = [m for m in convoy.members if not m.gone and m.remaining]
+        return bool(convoy.members)
+
+    def _linger(self, convoy: _Convoy) -> bool:
+        """Under the lock: wait up to ``linger_s`` for a member (the thread stays ready
+        for the next scan); whether one came."""
+        deadline = time.monotonic() + self.linger_s
+        while not self._live(convoy) and not self._closed:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._cond.wait(left)
+        return not self._closed
+
+    def _pause(self, seconds: float) -> None:
+        """Under the lock: let other threads run for ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self._cond.wait(left)
+
+    def _next_unit(self, convoy: _Convoy) -> tuple[Unit, list[_Member]]:
+        """Under the lock: from the current position on (wrapping around), the first unit
+        some member still needs, and those members (every member needs one)."""
+        n = len(convoy.units)
+        for step in range(n):
+            unit = convoy.units[(convoy.position + step) % n]
+            riders = [m for m in convoy.members if not m.gone and unit.index in m.remaining]
+            if riders:
+                return unit, riders
+        raise InternalError("no convoy member needs a unit")
+
+    def _count(self, offer: _Offer, riders: list[_Member]) -> None:
+        """Under the lock: units served, and read by their query itself."""
+        n = sum(len(m.remaining) for m in riders) if offer.rest else len(riders)
+        self._stats["served"] += n
+        if offer.partials is None:
+            self._stats["own_reads"] += n
+
+    def _offer(self, convoy: _Convoy, unit: Unit, riders: list[_Member]) -> _Offer | None:
+        """The unit for ``riders``: their partials from one shared pass if worth it, else
+        each goes on alone. When the shared pass fails, each reads this unit itself (and
+        meets its own error, if any: a bad query fails alone) and rides on. None: the
+        shared pass was interrupted."""
+        if not self._worth_sharing(convoy.info, riders):
+            return _Offer(unit, rest=True)
+        try:
+            partials = self._shared_pass(convoy, unit, riders)
+        except duckdb.InterruptException:
+            return None
+        except Exception:  # noqa: BLE001 - each rider will meet its own error, if any
+            with self._cond:
+                self._stats["shared_failures"] += 1
+            return _Offer(unit)
+        with self._cond:
+            self._stats["shared_reads"] += 1
+        return _Offer(unit, partials)
+
+    def _worth_sharing(self, info: TableInfo, riders: list[_Member]) -> bool:
+        """Two riders or more, reading separately at least ``min_overlap`` times the bytes
+        per row of the union of their columns."""
+        if len(riders) < 2:
+            return False
+        width = dict(zip(info.column_names, (_width(t) for _, t in info.columns)))
+        union = set().union(*(m.columns for m in riders))
+        if not union:
+            return False  # COUNT(*) alone: Parquet footers answer it
+        apart = sum(width[c] for m in riders for c in m.columns)
+        return apart >= self.min_overlap * sum(width[c] for c in union)
+
+    def _shared_pass(self, convoy: _Convoy, unit: Unit,
+                     riders: list[_Member]) -> dict[_Member, pa.Table]:
+        """One DuckDB statement: the unit's files read once (the union of the riders'
+        columns, projected, materialised), every rider's parallel statement over that,
+        each rider's rows packed into a list of structs."""
+        info = convoy.info
+        columns = set().union(*(m.columns for m in riders))
+        names = [c for c in info.column_names if c in columns] or [info.column_names[0]]
+        base = Path(info.path)
+        base = base if base.is_absolute() else convoy.root / base
+        files = [layout.partition_path(str(base / layout.DATASET), order, pixel)
+                 for order, pixel in unit.partitions]
+        listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+        cols = ", ".join('"' + c.replace('"', '""') + '"' for c in names)
+        each = ", ".join(f"(SELECT list(__r) FROM ({m.over}) AS __r) AS __q{i}"
+                         for i, m in enumerate(riders))
+        table = self.engine.query(
+            f'WITH "{SCANNED}" AS MATERIALIZED (SELECT {cols} FROM read_parquet([{listing}], '
+            f"hive_partitioning = false)) SELECT {each}")
+        out = {}
+        for i, m in enumerate(riders):
+            packed = table.column(i).combine_chunks()
+            out[m] = pa.Table.from_struct_array(packed.flatten())
+        return out
+
+    def _retire(self, convoy: _Convoy) -> None:
+        """Under the lock: the convoy has no member left."""
+        convoy.thread = None
+        if self._convoys.get(convoy.key) is convoy:
+            del self._convoys[convoy.key]
+
+
+#: Every SharedScans not yet garbage-collected, closed at interpreter exit (before
+#: daemon threads are stopped: one stopped inside DuckDB would abort the process).
+_OPEN: weakref.WeakSet[SharedScans] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for scans in list(_OPEN):
+        scans.close()
+
+
+def _width(arrow_type: str) -> int:
+    """Bytes per value a column costs to read, roughly, from its Arrow type name
+    (strings and other variable-width types count 8: their offsets plus a few bytes).
+
+    >>> _width("int64"), _width("float"), _width("bool"), _width("string")
+    (8, 4, 1, 8)
+    """
+    t = arrow_type.lower()
+    if t in ("bool", "int8", "uint8"):
+        return 1
+    if t in ("int16", "uint16", "halffloat", "float16"):
+        return 2
+    if t in ("int32", "uint32", "float", "float32", "date32[day]"):
+        return 4
+    return 8
+
+
+class _Sentinel:
+    """Tells whether the query's cursors were interrupted while it runs no statement: a
+    never-ending streaming statement on one of its cursors, read a chunk at a time
+    (DuckDB checks the interrupt when it makes a chunk; rows it already made are served
+    without a check, hence whole chunks). Started at the query's first long wait: an
+    interrupt sent before is lost, but the service repeats its interrupts until the
+    query returns."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._cursor = None
+
+    def check(self, *, start: bool = False) -> None:
+        """Raise ``duckdb.InterruptException`` if interrupted (watching from now on if
+        ``start``)."""
+        if self._cursor is None:
+            if not start:
+                return
+            self._cursor = self._engine.cursor()
+            self._cursor.execute(_SENTINEL_SQL)
+        self._cursor.fetchmany(_CHUNK_ROWS)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._cursor is not None:
+            self._cursor.close()
+
+
+__all__ = ["SCANNED", "SharedScans", "Unit", "full_scan_table", "needed_columns", "units_of"]
