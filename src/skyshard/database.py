@@ -39,8 +39,8 @@ class Database:
     """A catalog opened for queries. Thread-safe; one DuckDB per instance.
 
     ``shared_scans=True`` lets concurrent full scans of a big table share their reads
-    (``dispatch.scans``; off by default: it saved 8-30 % of CPU and little wall time in
-    ``bench/shared_scans_bench.py``). ``workers=N`` runs queries on a new local Dask
+    (``dispatch.scans``; off by default: at best 1.31x less CPU and 1.08x less wall time
+    for 4 scans in ``bench/shared_scans_bench.py``). ``workers=N`` runs queries on a new local Dask
     cluster of N processes,
     ``scheduler="tcp://host:8786"`` on an existing Dask cluster (shared storage: every
     worker reads the catalog at the same path); ``close()`` releases it. With

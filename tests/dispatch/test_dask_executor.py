@@ -19,6 +19,7 @@ from distributed import LocalCluster  # noqa: E402
 from distributed.diagnostics.plugin import WorkerPlugin  # noqa: E402
 
 import skyshard  # noqa: E402
+from background import run_in_thread  # noqa: E402
 from same_rows import assert_same_rows  # noqa: E402
 from skyshard.dispatch.dask_executor import DaskExecutor  # noqa: E402
 from skyshard.dispatch.executor import Executor  # noqa: E402
@@ -148,17 +149,7 @@ def _broken_tasks() -> None:
 
 
 def _run_in_thread(ex: DaskExecutor, plan) -> tuple[threading.Thread, dict]:
-    out: dict = {}
-
-    def target():
-        try:
-            out["table"] = ex.run(plan)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            out["error"] = exc
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    return thread, out
+    return run_in_thread(lambda: ex.run(plan))
 
 
 def _kill_a_busy_worker(ex: DaskExecutor, marks: Path) -> int:

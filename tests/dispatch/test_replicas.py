@@ -24,6 +24,7 @@ import pytest
 pytest.importorskip("distributed")
 
 from distributed import Client, LocalCluster
+from background import run_in_thread
 from same_rows import assert_same_rows
 from test_oracle import CASES
 
@@ -284,16 +285,7 @@ def test_killed_worker_mid_query_reruns_elsewhere_and_rejoins(ref_db, healthy, t
     client, ex = healthy["client"], healthy["ex"]
     client.run(_slow_tasks, str(tmp_path), 1.5)
     plan = healthy["db"].plan(SLOW_SQL)
-    out: dict = {}
-
-    def target():
-        try:
-            out["table"] = ex.run(plan)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            out["error"] = exc
-
-    thread = threading.Thread(target=target)
-    thread.start()
+    thread, out = run_in_thread(lambda: ex.run(plan))
     deadline = time.monotonic() + 30
     while set(_started(tmp_path)) != set(NAMES):
         assert time.monotonic() < deadline, _started(tmp_path)
