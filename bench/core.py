@@ -347,11 +347,11 @@ class Runner:
         lookups: list[float] = []
         original = getattr(db, "_lookup_keys", None)
 
-        def timed_lookup(info, constraints):
+        def timed_lookup(*args):  # (snapshot, table, constraints)
             assert original is not None
             t0 = time.perf_counter()
             try:
-                return original(info, constraints)
+                return original(*args)
             finally:
                 lookups.append((time.perf_counter() - t0) * 1000.0)
 

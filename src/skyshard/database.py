@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+from sqlglot import exp
 
 from skyshard.catalog import hats_source, model
 from skyshard.catalog.director_index import DirectorIndex
@@ -184,20 +185,17 @@ class Database:
         snap = snapshot or self._current()
         return plan(sql, snap.meta, self.root, partial(self._lookup_keys, snap), tree=tree)
 
-    def sql(self, sql: str, *, max_rows: int | None = None, dialect: str = "qserv") -> pa.Table:
+    def sql(self, sql: str, *, max_rows: int | None = None, dialect: str = "qserv",
+            tree: exp.Expression | None = None) -> pa.Table:
         """Run one SELECT (or SHOW/DESCRIBE); an Arrow table with the user's column names.
 
         ``dialect`` is ``"qserv"`` (MySQL as Qserv users write it) or ``"adql"`` (ADQL 2.1:
         TOP, CONTAINS/INTERSECTS with POINT, CIRCLE, BOX, POLYGON, DISTANCE, ...).
+        ``tree``: ``sql`` parsed already (by ``skyshard.sql.parse.parse`` or
+        ``skyshard.sql.adql.parse_adql``), to skip parsing it again.
         """
-        if dialect == "adql":
-            from skyshard.sql.adql import parse_adql
-
-            tree = parse_adql(sql)
-        elif dialect == "qserv":
-            tree = parse(sql, metadata=True, run=self.sql)  # run: SELECT ... INTO @v first
-        else:
-            raise UserError(f"unknown dialect {dialect!r} (qserv or adql)")
+        if tree is None:
+            tree = self._parse(sql, dialect)
         with self._read() as snap:
             if metadata.is_metadata_statement(tree):
                 return metadata.answer(tree, snap.meta)
@@ -205,6 +203,15 @@ class Database:
             if counted is not None:
                 return counted
             return self.executor.run(self.plan(sql, tree, snapshot=snap), max_rows=max_rows)
+
+    def _parse(self, sql: str, dialect: str) -> exp.Expression:
+        if dialect == "adql":
+            from skyshard.sql.adql import parse_adql
+
+            return parse_adql(sql)
+        if dialect == "qserv":
+            return parse(sql, metadata=True, run=self.sql)  # run: SELECT ... INTO @v first
+        raise UserError(f"unknown dialect {dialect!r} (qserv or adql)")
 
     def explain(self, sql: str) -> str:
         """The plan in words: partitions chosen and the statements that would run."""

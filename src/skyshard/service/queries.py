@@ -121,6 +121,8 @@ class Query:
     done: Future = field(default_factory=Future, repr=False)
     _worker_done: threading.Event = field(default_factory=threading.Event, repr=False)
     _table: pa.Table | None = field(default=None, repr=False)
+    #: the statement already parsed by the caller (TAP's translated ADQL), run as is
+    _tree: Any = field(default=None, repr=False)
 
     @property
     def error_type(self) -> str | None:
@@ -179,10 +181,13 @@ class QueryService:
     # --- submit and wait ------------------------------------------------------------
 
     def submit(self, sql: str, user: str, *, mode: str = "async", host: str | None = None,
-               timeout_s: float | None = None, partitions: int | None = None) -> Query:
+               timeout_s: float | None = None, partitions: int | None = None,
+               tree: Any = None) -> Query:
         """Queue a query; it starts when a worker is free. ``ServerBusyError`` if the queue
         is full. ``partitions``: how many partitions it reads, when the caller has planned
-        it already (TAP does), so that it is not planned once more to choose its lane."""
+        it already (TAP does), so that it is not planned once more to choose its lane.
+        ``tree``: the statement parsed already (TAP's ADQL, of which ``sql`` is the Qserv
+        text shown in the process list), so that it is not parsed again."""
         self._housekeeping()
         limit = self.limits.timeout_s
         timeout = min(limit, timeout_s) if timeout_s and timeout_s > 0 else limit
@@ -192,7 +197,7 @@ class QueryService:
             if self._queued >= self.limits.max_queued:
                 raise ServerBusyError(f"{self._queued} queries are queued already; retry later")
             q = Query(self.next_id(), user, sql, mode, timeout, host=host,
-                      partitions_total=partitions)
+                      partitions_total=partitions, _tree=tree)
             self._queries[q.id] = q
             self._queued += 1
             if (partitions or 0) > self.limits.interactive_partitions:
@@ -315,7 +320,7 @@ class QueryService:
         outcome: pa.Table | BaseException
         try:
             with self.cursors.running(q.id):
-                table = db.sql(q.sql, max_rows=self.limits.max_rows)
+                table = db.sql(q.sql, max_rows=self.limits.max_rows, tree=q._tree)
             self._check_size(table)
             outcome = table
         except _Rerouted:
@@ -325,6 +330,7 @@ class QueryService:
             outcome = exc
         finally:
             self._local.query = self._local.lane = None
+            q._tree = None
         self._deadlines.discard(q.id)
         q._worker_done.set()
         self._complete(q, outcome)

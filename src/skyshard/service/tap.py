@@ -190,7 +190,8 @@ class TapService:
         if prepared.local is not None:
             return LocalRun(prepared.local, prepared.tree, timeout_s or self.limits.timeout_s)
         return self.service.submit(prepared.sql, user, mode=mode, host=host,
-                                   timeout_s=timeout_s, partitions=prepared.partitions)
+                                   timeout_s=timeout_s, partitions=prepared.partitions,
+                                   tree=prepared.tree)
 
     def _cancel(self, run: Any) -> None:
         if isinstance(run, LocalRun):

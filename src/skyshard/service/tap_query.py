@@ -214,7 +214,7 @@ def prepare(query: TapQuery, metadata: TapMetadata, schema_db: TapSchemaDb, *,
         local.check(tree, query.adql)
     partitions = None
     if local is None and plan is not None:
-        partitions = partitions_read(plan(query.adql, tree.copy()))
+        partitions = partitions_read(plan(query.adql, tree))  # the planner copies it
     fetch = query.maxrec + 1 if query.maxrec < query.hard_limit else query.hard_limit
     limit = tree.args.get("limit")
     given = _integer(limit.expression) if isinstance(limit, exp.Limit) else None
