@@ -517,9 +517,32 @@ def _cluster_options(f):
                      help="a local cluster of N workers (named 0..N-1) instead"),
         click.option("--replica-dir", type=click.Path(file_okay=False), default=None,
                      help="where the local workers keep their copies (one folder each)"),
+        click.option("--expect-workers", type=click.IntRange(min=1), default=None,
+                     help="first wait until exactly N workers are in the cluster (a scale "
+                          "has finished)"),
+        click.option("--wait", "wait_s", type=click.FloatRange(min=0), default=600.0,
+                     show_default=True, help="seconds --expect-workers waits at most"),
     ]):
         f = option(f)
     return f
+
+
+def _await_workers(client, count: int | None, wait_s: float) -> None:
+    """Wait until the cluster has exactly ``count`` workers (None: do not wait)."""
+    import time
+
+    from skyshard.dispatch import replicas as rep
+    from skyshard.errors import ExternalError
+
+    if count is None:
+        return
+    deadline = time.monotonic() + wait_s
+    while len(names := rep.named_workers(client)) != count:
+        if time.monotonic() >= deadline:
+            raise ExternalError(f"expected {count} Dask worker(s), the cluster has "
+                                f"{len(names)} after {wait_s:g} s: "
+                                f"{', '.join(sorted(names)) or 'none'}")
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
 
 def _replica_report(report, quiet: bool, what: str) -> None:
@@ -548,12 +571,13 @@ def replicas() -> None:
 @click.option("--quick", is_flag=True,
               help="trust existing copies of the right size (skip their checksums)")
 @click.option("--quiet", is_flag=True, help="print the summary only")
-def replicas_place(catalog_dir, scheduler, workers, replica_dir, replication, quick,
-                   quiet) -> None:
+def replicas_place(catalog_dir, scheduler, workers, replica_dir, expect_workers, wait_s,
+                   replication, quick, quiet) -> None:
     """Copy CATALOG_DIR onto the workers (only what they lack) and record where."""
     from skyshard.dispatch import replicas as rep
 
     with rep.connect(scheduler, workers=workers, replica_dir=replica_dir) as client:
+        _await_workers(client, expect_workers, wait_s)
         report = rep.place(client, catalog_dir, replication=replication, checksum=not quick)
     _replica_report(report, quiet, "place")
 
@@ -562,11 +586,13 @@ def replicas_place(catalog_dir, scheduler, workers, replica_dir, replication, qu
 @click.argument("catalog_dir", type=click.Path(file_okay=False, exists=True))
 @_cluster_options
 @click.option("--quiet", is_flag=True, help="print the summary only")
-def replicas_check(catalog_dir, scheduler, workers, replica_dir, quiet) -> None:
+def replicas_check(catalog_dir, scheduler, workers, replica_dir, expect_workers, wait_s,
+                   quiet) -> None:
     """Per partition: holders, verified copies (size + SHA-256), missing and corrupt."""
     from skyshard.dispatch import replicas as rep
 
     with rep.connect(scheduler, workers=workers, replica_dir=replica_dir) as client:
+        _await_workers(client, expect_workers, wait_s)
         report = rep.check(client, catalog_dir)
     _replica_report(report, quiet, "check")
 
@@ -577,11 +603,13 @@ def replicas_check(catalog_dir, scheduler, workers, replica_dir, quiet) -> None:
 @click.option("--replication", type=click.IntRange(min=1), default=None,
               help="copies of each partition [as recorded]")
 @click.option("--quiet", is_flag=True, help="print the summary only")
-def replicas_repair(catalog_dir, scheduler, workers, replica_dir, replication, quiet) -> None:
+def replicas_repair(catalog_dir, scheduler, workers, replica_dir, expect_workers, wait_s,
+                    replication, quiet) -> None:
     """Restore the replication factor from intact copies on other workers."""
     from skyshard.dispatch import replicas as rep
 
     with rep.connect(scheduler, workers=workers, replica_dir=replica_dir) as client:
+        _await_workers(client, expect_workers, wait_s)
         report = rep.repair(client, catalog_dir, replication=replication)
     _replica_report(report, quiet, "repair")
 

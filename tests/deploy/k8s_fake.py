@@ -92,3 +92,30 @@ class FakeCluster:
         obj["status"] = {"observedGeneration": obj["metadata"]["generation"],
                          "replicas": want, "updatedReplicas": want,
                          "readyReplicas": want if ready is None else ready}
+
+    def finish_job(self, name: str, *, succeeded: bool) -> None:
+        """Pretend the Job controller has finished Job ``name``."""
+        job = self.find("Job", name)
+        assert job is not None, f"Job/{name} not applied"
+        if succeeded:
+            job["status"] = {"succeeded": 1, "conditions": [
+                {"type": "Complete", "status": "True"}]}
+        else:
+            job["status"] = {"failed": 3, "conditions": [
+                {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                 "message": "Job has reached the specified backoff limit"}]}
+
+    def start_job_pod(self, job_name: str, phase: str = "Running") -> str:
+        """A pod of Job ``job_name`` as the Job controller makes it (its template's labels
+        plus the job-name labels); its name."""
+        job = self.find("Job", job_name)
+        assert job is not None, f"Job/{job_name} not applied"
+        labels = dict(job["spec"]["template"]["metadata"]["labels"])
+        labels.update({"job-name": job_name, "batch.kubernetes.io/job-name": job_name})
+        name = f"{job_name}-x7k2p"
+        ns = job["metadata"]["namespace"]
+        self.objects[("v1", "Pod", ns, name)] = {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": ns, "labels": labels},
+            "status": {"phase": phase}}
+        return name

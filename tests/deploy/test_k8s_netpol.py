@@ -33,6 +33,8 @@ def model(spec) -> tuple[list[Endpoint], list[Endpoint]]:
             Endpoint("worker-1", "10.244.1.12", NS, spec.labels("worker"), ns_labels)]
     if not spec.is_s3:
         ours.append(Endpoint("loader", "10.244.0.13", NS, spec.labels("loader"), ns_labels))
+        ours.append(Endpoint("rebalance", "10.244.0.14", NS, spec.labels("rebalance"),
+                             ns_labels))
     others = [
         Endpoint("neighbour", "10.244.0.20", NS, {"app": "other"}, ns_labels),
         Endpoint("notebook", "10.244.2.5", "science", {"app": "notebook"},
@@ -66,6 +68,10 @@ def needed(spec, outsiders=("neighbour", "notebook", "kube-dns", "internet-clien
             ("scheduler", "worker-0", 8788, "TCP"), ("scheduler", "worker-1", 8788, "TCP")}
     out |= {(src, "kube-dns", 53, proto) for src in ("frontend", "worker-0", "worker-1")
             for proto in ("UDP", "TCP")}
+    if not spec.is_s3:  # the replica rebalance Job: a Dask client sending to the workers
+        out |= {("rebalance", "scheduler", 8786, "TCP"), ("rebalance", "worker-0", 8788, "TCP"),
+                ("rebalance", "worker-1", 8788, "TCP"), ("rebalance", "kube-dns", 53, "UDP"),
+                ("rebalance", "kube-dns", 53, "TCP")}
     return out
 
 
@@ -97,6 +103,19 @@ def test_s3_default_cidr_opens_that_port_to_any_address():
                          for src, _, port, _ in extra)
     assert {dst for _, dst, _, _ in extra} == {"s3", "internet-client", "notebook", "kube-dns",
                                               "neighbour"}
+
+
+def test_rebalance_flows_only_in_pvc_mode():
+    pvc = flows(spec_for())
+    assert ("rebalance", "worker-1", 8788, "TCP") in pvc
+    assert not any("rebalance" in (src, dst) and dst not in ("scheduler", "worker-0",
+                                                              "worker-1", "kube-dns")
+                   for src, dst, _, _ in pvc)
+    assert not any(dst == "rebalance" for _, dst, _, _ in pvc)  # nothing connects to it
+    s3 = spec_for(s3={"url": S3_URL, "secretRef": {"name": "s3"}, "cidr": "52.216.0.0/15"})
+    names = {p["metadata"]["name"] for p in network_policies(s3)}
+    assert "sky-rebalance" not in names and "sky-rebalance" in {
+        p["metadata"]["name"] for p in network_policies(spec_for())}
 
 
 def test_every_policy_selects_some_pod_and_no_policy_without_the_flag():

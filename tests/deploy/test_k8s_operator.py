@@ -64,27 +64,127 @@ def test_update_is_idempotent_and_keeps_the_secret(memo, events):
     assert front["spec"]["template"]["spec"]["containers"][0]["image"] == "skyshard:2"
 
 
-def test_scale(memo, events):
-    operator.reconcile_resource(body=resource(), memo=memo, patch=kopf.Patch(), logger=LOG)
-    scaled = resource({"workers": 5}, generation=2)
+def roll_out(cluster, ready_workers: int | None = None) -> None:
+    for kind, name in (("Deployment", "sky-frontend"), ("Deployment", "sky-scheduler")):
+        cluster.roll_out(kind, name)
+    cluster.roll_out("StatefulSet", "sky-worker", ready=ready_workers)
+
+
+def scale(memo, old: int, new: int, generation: int, **spec) -> tuple[dict, kopf.Patch]:
+    """One change of spec.workers as kopf handles it: the update handler, then the field
+    handler, sharing one patch."""
+    body = resource({"workers": new, **spec}, generation=generation)
     patch = kopf.Patch()
-    # kopf runs the update handler, then the field handler, for one change
-    operator.reconcile_resource(body=scaled, memo=memo, patch=patch, logger=LOG)
-    operator.workers_changed(old=2, new=5, body=scaled, memo=memo, patch=patch, logger=LOG)
+    operator.reconcile_resource(body=body, memo=memo, patch=patch, logger=LOG)
+    operator.workers_changed(old=old, new=new, body=body, memo=memo, patch=patch, logger=LOG)
+    return body, patch
+
+
+def condition(status: dict, kind: str) -> tuple[str, str]:
+    c = next(c for c in status["conditions"] if c["type"] == kind)
+    return c["status"], c["reason"]
+
+
+def test_kopf_runs_the_update_handler_before_the_rebalance():
+    """kopf runs one change's handlers in the order they are registered: the StatefulSet
+    takes the new size before the rebalance Job is created."""
+    order = [h.fn.__name__ for h in kopf.get_default_registry()._changing.get_all_handlers()]
+    assert order.index("reconcile_resource") < order.index("workers_changed")
+
+
+def test_scale_up_starts_the_rebalance_job_and_reports_progressing(memo, events):
+    operator.reconcile_resource(body=resource(), memo=memo, patch=kopf.Patch(), logger=LOG)
+    roll_out(memo.cluster)
+    body, patch = scale(memo, 2, 5, 2)
     assert memo.cluster.find("StatefulSet", "sky-worker")["spec"]["replicas"] == 5
-    assert events[-1][:2] == ("Normal", "RebalanceSkipped")
-    assert "does not exist yet" in status_of(patch)["rebalance"]
-    assert status_of(patch)["observedGeneration"] == 2
+    job = memo.cluster.find("Job", "sky-rebalance-2")
+    assert job is not None and "--expect-workers" in job["spec"]["template"]["spec"][
+        "containers"][0]["command"]
+    assert events[-1][:2] == ("Normal", "RebalanceStarted") and "2 -> 5" in events[-1][2]
+    status = status_of(patch)
+    assert "sky-rebalance-2" in status["rebalance"] and status["observedGeneration"] == 2
+    assert condition(status, "Progressing") == ("True", "RollingOut")
+    # the StatefulSet has its 5 workers; the Job still runs
+    roll_out(memo.cluster)
+    timer = kopf.Patch()
+    operator.refresh_status(body={**body, "status": status}, memo=memo, patch=timer,
+                            logger=LOG)
+    assert condition(status_of(timer), "Progressing") == ("True", "Rebalancing")
+    assert condition(status_of(timer), "Available") == ("True", "Ready")
 
 
-def test_scale_runs_the_repair_job_when_the_command_exists(memo, events, monkeypatch):
-    from skyshard.deploy import reconcile
+def test_scale_down_job_success_then_available(memo, events):
+    operator.reconcile_resource(body=resource({"workers": 3}), memo=memo, patch=kopf.Patch(),
+                                logger=LOG)
+    body, patch = scale(memo, 3, 2, 2)
+    assert memo.cluster.find("StatefulSet", "sky-worker")["spec"]["replicas"] == 2
+    assert events[-1][1] == "RebalanceStarted" and "3 -> 2" in events[-1][2]
+    roll_out(memo.cluster)
+    memo.cluster.finish_job("sky-rebalance-2", succeeded=True)
+    timer = kopf.Patch()
+    operator.refresh_status(body={**body, "status": status_of(patch)}, memo=memo,
+                            patch=timer, logger=LOG)
+    status = status_of(timer)
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {
+        "Available": "True", "Progressing": "False", "Degraded": "False"}
+    assert status["rebalance"] == "workers 3 -> 2: Job sky-rebalance-2 succeeded"
 
-    monkeypatch.setattr(reconcile, "REPAIR_COMMAND", ("skyshard", "replicas", "repair"))
-    body = resource({"workers": 3}, generation=4)
-    operator.workers_changed(old=2, new=3, body=body, memo=memo, patch=kopf.Patch(), logger=LOG)
-    assert memo.cluster.find("Job", "sky-repair-4") is not None
-    assert events[-1][1] == "RebalanceStarted"
+
+def test_job_failure_is_degraded_until_a_new_rebalance(memo, events):
+    operator.reconcile_resource(body=resource(), memo=memo, patch=kopf.Patch(), logger=LOG)
+    body, patch = scale(memo, 2, 3, 2)
+    roll_out(memo.cluster)
+    memo.cluster.finish_job("sky-rebalance-2", succeeded=False)
+    timer = kopf.Patch()
+    operator.refresh_status(body={**body, "status": status_of(patch)}, memo=memo,
+                            patch=timer, logger=LOG)
+    status = status_of(timer)
+    assert condition(status, "Degraded") == ("True", "RebalanceFailed")
+    assert condition(status, "Available") == ("True", "Ready")
+    # a request re-runs it: the failed Job goes, the new one makes the status Progressing
+    requested = {**body, "status": status,
+                 "metadata": {**body["metadata"],
+                              "annotations": {operator.reconcile.REQUEST_ANNOTATION: "1"}}}
+    again = kopf.Patch()
+    operator.rebalance_requested(old=None, new="1", body=requested, memo=memo, patch=again,
+                                 logger=LOG)
+    assert memo.cluster.find("Job", "sky-rebalance-2") is None
+    assert events[-1][1] == "RebalanceStarted" and "requested" in events[-1][2]
+    assert condition(status_of(again), "Degraded") == ("False", "AsExpected")
+    assert condition(status_of(again), "Progressing") == ("True", "Rebalancing")
+
+
+def test_shared_s3_storage_runs_no_job(memo, events):
+    s3 = {"storage": {"s3": {"url": "s3://b/c", "secretRef": {"name": "s"}}}}
+    operator.reconcile_resource(body=resource(s3), memo=memo, patch=kopf.Patch(), logger=LOG)
+    _, patch = scale(memo, 2, 4, 2, **s3)
+    assert memo.cluster.find("StatefulSet", "sky-worker")["spec"]["replicas"] == 4
+    assert not [k for k in memo.cluster.kinds() if k.startswith("Job/")]
+    assert events[-1][:2] == ("Normal", "RebalanceNotNeeded")
+    assert "no data has to move" in status_of(patch)["rebalance"]
+
+
+def test_a_running_older_job_makes_the_handler_retry(memo, events):
+    scale(memo, 2, 3, 2)
+    memo.cluster.start_job_pod("sky-rebalance-2")
+    body = resource({"workers": 4}, generation=3)
+    with pytest.raises(kopf.TemporaryError, match="earlier rebalance Job") as info:
+        operator.workers_changed(old=3, new=4, body=body, memo=memo, patch=kopf.Patch(),
+                                 logger=LOG)
+    assert info.value.delay == 15
+    assert memo.cluster.find("Job", "sky-rebalance-3") is None
+
+
+def test_request_annotation_is_seen_by_kopf():
+    """kopf ignores changes of annotations under its own storage prefix (skyshard.io/);
+    the request annotation is outside it, so its on.field handler fires."""
+    storage = kopf.AnnotationsDiffBaseStorage(prefix="skyshard.io")
+    body = kopf.Body({**resource(), "metadata": {**resource()["metadata"], "annotations": {
+        "skyshard.io/kopf-managed": "yes",
+        operator.reconcile.REQUEST_ANNOTATION: "2026-03-01"}}})
+    essence = storage.build(body=body)
+    assert essence["metadata"]["annotations"] == {
+        operator.reconcile.REQUEST_ANNOTATION: "2026-03-01"}
 
 
 def test_invalid_spec_is_a_permanent_error(memo, events):

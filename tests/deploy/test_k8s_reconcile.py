@@ -27,7 +27,7 @@ def test_create_applies_every_object_owned_by_the_resource():
         "Deployment/sky-frontend", "Deployment/sky-scheduler", "StatefulSet/sky-worker",
         "PodDisruptionBudget/sky-worker", "NetworkPolicy/sky-default-deny",
         "NetworkPolicy/sky-dns", "NetworkPolicy/sky-frontend", "NetworkPolicy/sky-scheduler",
-        "NetworkPolicy/sky-worker"])
+        "NetworkPolicy/sky-worker", "NetworkPolicy/sky-rebalance"])
     assert len(done) == len(cluster.objects)
     for obj in cluster.objects.values():
         (ref,) = obj["metadata"]["ownerReferences"]
@@ -103,33 +103,110 @@ def test_turning_network_policies_off_prunes_them_and_only_ours():
     assert left == ["NetworkPolicy/theirs"]
     assert sorted(d for d in done if d.startswith("-")) == sorted(
         f"-NetworkPolicy/sky-{s}" for s in ("default-deny", "dns", "frontend", "scheduler",
-                                            "worker"))
+                                            "worker", "rebalance"))
     assert cluster.find("PersistentVolumeClaim", "sky-catalog") is not None
 
 
-def test_scale_updates_the_statefulset_and_reports_the_rebalance_hook_honestly():
+S3_STORAGE = {"s3": {"url": "s3://b/c", "secretRef": {"name": "s"}}}
+
+
+def job_command(job: dict) -> list[str]:
+    """The skyshard command the Job's shell guard runs (``sh -c GUARD $0 ARGV``)."""
+    (main,) = job["spec"]["template"]["spec"]["containers"]
+    assert main["command"][:2] == ["sh", "-c"] and 'exec "$@"' in main["command"][2]
+    return main["command"][4:]
+
+
+def test_scale_up_starts_a_rebalance_job_for_the_new_worker_set():
     cluster = FakeCluster()
     reconcile.apply(cluster, resource())
-    scaled = resource({"workers": 4}, generation=2)
+    scaled = resource({"workers": 4, "replicationFactor": 2}, generation=2)
     reconcile.apply(cluster, scaled)
     assert cluster.find("StatefulSet", "sky-worker")["spec"]["replicas"] == 4
-    assert cluster.find("PodDisruptionBudget", "sky-worker")["spec"]["maxUnavailable"] == 1
     step = reconcile.rebalance(cluster, scaled, 2, 4)
-    assert step is not None and step.reason == "RebalanceSkipped" and step.job is None
-    assert "does not exist yet" in step.message and "2 -> 4" in step.message
-    assert not [k for k in cluster.kinds() if k.startswith("Job/")]
-
-
-def test_rebalance_runs_the_repair_job_once_the_command_exists():
-    cluster = FakeCluster()
-    scaled = resource({"workers": 3, "replicationFactor": 2}, generation=5)
-    step = reconcile.rebalance(cluster, scaled, 2, 3, command=("skyshard", "replicas", "repair"))
-    assert step is not None and step.reason == "RebalanceStarted" and step.job == "sky-repair-5"
-    job = cluster.find("Job", "sky-repair-5")
-    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert command == ["skyshard", "replicas", "repair", "--catalog", "/data/catalog",
-                       "--replication", "2"]
+    assert step is not None and step.reason == "RebalanceStarted"
+    assert step.job == "sky-rebalance-2" and "2 -> 4" in step.message
+    job = cluster.find("Job", "sky-rebalance-2")
+    assert job_command(job) == [
+        "skyshard", "replicas", "place", "/data/catalog",
+        "--scheduler", "tcp://sky-scheduler:8786", "--expect-workers", "4", "--wait", "900",
+        "--replication", "2", "--quiet"]
     assert job["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    assert job["metadata"]["annotations"] == {"skyshard.io/rebalance-reason": "workers 2 -> 4"}
+    # the workers keep their replicas on their own volume, where the Job's copies go
+    (worker,) = cluster.find("StatefulSet", "sky-worker")["spec"]["template"]["spec"][
+        "containers"]
+    assert {"name": "DASK_SKYSHARD__REPLICAS__DIRECTORY",
+            "value": "/var/lib/skyshard/scratch/replicas"} in worker["env"]
+    assert {"name": "scratch", "mountPath": "/var/lib/skyshard/scratch"} in \
+        worker["volumeMounts"]
+
+
+def test_scale_down_shrinks_the_statefulset_before_the_job_places_on_the_rest():
+    """The documented order: the StatefulSet shrinks (update handler), then the Job
+    starts, and it waits for exactly the remaining workers before it copies anything."""
+    cluster = FakeCluster()
+    reconcile.apply(cluster, resource({"workers": 3}))
+    shrunk = resource({"workers": 2}, generation=2)
+    reconcile.apply(cluster, shrunk)
+    reconcile.rebalance(cluster, shrunk, 3, 2)
+    applied = [name for verb, name in cluster.calls if verb == "apply"]
+    assert applied.index("Job/sky-rebalance-2") > max(
+        i for i, n in enumerate(applied) if n == "StatefulSet/sky-worker")
+    assert cluster.find("StatefulSet", "sky-worker")["spec"]["replicas"] == 2
+    command = job_command(cluster.find("Job", "sky-rebalance-2"))
+    assert command[command.index("--expect-workers") + 1] == "2"
+
+
+def test_shared_s3_storage_needs_no_rebalance():
+    cluster = FakeCluster()
+    scaled = resource({"workers": 3, "storage": S3_STORAGE}, generation=2)
+    reconcile.apply(cluster, scaled)
+    step = reconcile.rebalance(cluster, scaled, 2, 3)
+    assert step is not None and step.reason == "RebalanceNotNeeded" and step.job is None
+    assert "whole catalog" in step.message and "2 -> 3" in step.message
+    assert not [k for k in cluster.kinds() if k.startswith("Job/")]
+    (worker,) = cluster.find("StatefulSet", "sky-worker")["spec"]["template"]["spec"][
+        "containers"]
+    assert not any(e["name"].startswith("DASK_SKYSHARD") for e in worker["env"])
+    assert reconcile.latest_rebalance(cluster, scaled) is None
+
+
+def test_a_new_rebalance_replaces_the_old_job_once_its_pod_has_stopped():
+    cluster = FakeCluster()
+    reconcile.rebalance(cluster, resource({"workers": 3}, generation=2), 2, 3)
+    pod = cluster.start_job_pod("sky-rebalance-2")
+    again = resource({"workers": 4}, generation=3)
+    with pytest.raises(reconcile.RebalanceWait, match=pod):
+        reconcile.rebalance(cluster, again, 3, 4)
+    assert cluster.find("Job", "sky-rebalance-2") is None  # deleted: obsolete
+    assert cluster.find("Job", "sky-rebalance-3") is None  # not before the pod is gone
+    cluster.delete("v1", "Pod", NS, pod)  # the garbage collector's work
+    step = reconcile.rebalance(cluster, again, 3, 4)
+    assert step.job == "sky-rebalance-3"
+    assert [k for k in cluster.kinds() if k.startswith("Job/")] == ["Job/sky-rebalance-3"]
+
+
+def test_finished_jobs_are_replaced_without_waiting():
+    cluster = FakeCluster()
+    reconcile.rebalance(cluster, resource({"workers": 3}, generation=2), 2, 3)
+    cluster.start_job_pod("sky-rebalance-2", phase="Failed")
+    cluster.finish_job("sky-rebalance-2", succeeded=False)
+    step = reconcile.rebalance(cluster, resource({"workers": 2}, generation=3), 3, 2)
+    assert step.job == "sky-rebalance-3"
+    assert [k for k in cluster.kinds() if k.startswith("Job/")] == ["Job/sky-rebalance-3"]
+
+
+def test_rebalance_on_request_gets_its_own_job_name():
+    cluster = FakeCluster()
+    body = resource(generation=5)
+    step = reconcile.start_rebalance(cluster, body, "requested", request="2026-03-01")
+    assert step.job is not None and step.job.startswith("sky-rebalance-5-")
+    other = reconcile.start_rebalance(cluster, body, "requested", request="2026-03-02")
+    assert other.job != step.job and cluster.find("Job", step.job) is None
+    longest = resource(name="a" * 40, generation=999_999)
+    name = reconcile.start_rebalance(FakeCluster(), longest, "r", request="x").job
+    assert len(name) == 63
 
 
 @pytest.mark.parametrize("old,new", [(None, 2), (2, 2), (3, None)])
@@ -204,3 +281,60 @@ def test_status_available_then_degraded_then_scaling():
     scaling = reconcile.observe(cluster, scaled)
     assert conditions(scaling)["Progressing"] == ("True", "RollingOut")
     assert conditions(scaling)["Degraded"][0] == "False"
+
+
+def test_status_while_the_rebalance_job_runs_then_succeeds():
+    cluster = FakeCluster()
+    body = resource({"workers": 3}, generation=2)
+    reconcile.apply(cluster, body)
+    roll_out_all(cluster)
+    reconcile.rebalance(cluster, body, 2, 3)
+    running = reconcile.observe(cluster, body, now="2026-01-01T00:00:00Z")
+    assert conditions(running) == {"Available": ("True", "Ready"),
+                                   "Progressing": ("True", "Rebalancing"),
+                                   "Degraded": ("False", "AsExpected")}
+    assert running["rebalance"] == "workers 2 -> 3: Job sky-rebalance-2 running"
+    assert "sky-rebalance-2" in {c["type"]: c["message"]
+                                 for c in running["conditions"]}["Progressing"]
+    cluster.finish_job("sky-rebalance-2", succeeded=True)
+    done = reconcile.observe(cluster, {**body, "status": running})
+    assert conditions(done) == {"Available": ("True", "Ready"),
+                                "Progressing": ("False", "RolledOut"),
+                                "Degraded": ("False", "AsExpected")}
+    assert done["rebalance"] == "workers 2 -> 3: Job sky-rebalance-2 succeeded"
+
+
+def test_status_while_rolling_out_names_the_job_too():
+    cluster = FakeCluster()
+    body = resource({"workers": 3}, generation=2)
+    reconcile.apply(cluster, body)
+    reconcile.rebalance(cluster, body, 2, 3)
+    status = reconcile.observe(cluster, body)
+    progressing = next(c for c in status["conditions"] if c["type"] == "Progressing")
+    assert (progressing["status"], progressing["reason"]) == ("True", "RollingOut")
+    assert "sky-rebalance-2 running" in progressing["message"]
+
+
+def test_status_degraded_when_the_rebalance_job_failed():
+    cluster = FakeCluster()
+    body = resource({"workers": 3}, generation=2)
+    reconcile.apply(cluster, body)
+    roll_out_all(cluster)
+    reconcile.rebalance(cluster, body, 2, 3)
+    cluster.finish_job("sky-rebalance-2", succeeded=False)
+    status = reconcile.observe(cluster, body)
+    assert conditions(status) == {"Available": ("True", "Ready"),
+                                  "Progressing": ("False", "RolledOut"),
+                                  "Degraded": ("True", "RebalanceFailed")}
+    message = next(c["message"] for c in status["conditions"] if c["type"] == "Degraded")
+    assert "sky-rebalance-2" in message and "BackoffLimitExceeded" in message
+    assert "kubectl logs job/sky-rebalance-2" in message
+    assert status["rebalance"].startswith("workers 2 -> 3: Job sky-rebalance-2 failed")
+
+
+def test_a_job_of_another_resource_of_the_same_name_is_not_ours():
+    cluster = FakeCluster()
+    reconcile.rebalance(cluster, resource({"workers": 3}, generation=2), 2, 3)
+    cluster.finish_job("sky-rebalance-2", succeeded=False)
+    recreated = resource({"workers": 3}, generation=1, uid="uid-2")
+    assert reconcile.latest_rebalance(cluster, recreated) is None

@@ -12,7 +12,7 @@ from skyshard.deploy.install import operator_manifests
 from skyshard.deploy.render import render
 from skyshard.deploy.serveconf import CONFIG_FILE
 from skyshard.deploy.spec import from_dict
-from skyshard.deploy.workloads import loader_pod, repair_job
+from skyshard.deploy.workloads import loader_pod, rebalance_job
 
 AUTH = {"authSecretRef": {"name": "sky-auth", "tokenKey": "token"}}
 S3 = {"s3": {"url": "s3://bucket/cat?endpoint_override=minio:9000&scheme=http",
@@ -38,7 +38,8 @@ def pod_of(obj: dict) -> dict:
 def every_object() -> list[dict]:
     spec = pvc_spec()
     return (render(spec) + render(s3_spec()) + render(pvc_spec(networkPolicies=False))
-            + [loader_pod(spec), repair_job(spec, ["skyshard", "replicas", "repair"], 2)]
+            + [loader_pod(spec), rebalance_job(spec, 2, "workers 2 -> 3"),
+               rebalance_job(spec, 3, "requested", request="2026-01-01")]
             + operator_manifests())
 
 
@@ -161,20 +162,21 @@ def test_command_lines_are_accepted_by_their_programs(tmp_path):
     if kopf_cli is not None:
         programs[("kopf",)] = kopf_cli.main
     seen = set()
-    # not the repair Job: its command does not exist yet (reconcile.REPAIR_COMMAND)
-    for obj in [o for o in every_object() if o["kind"] != "Job"]:
+    for obj in every_object():
         for c in _containers(obj):
             cmd = [a.replace("$(SKYSHARD_USER)", "alice:pw").replace("$(SKYSHARD_TOKEN)", "t")
                    .replace("$(POD_NAME)", "sky-worker-0")
                    .replace("/etc/skyshard/serve.toml", str(config_file)) for a in c["command"]]
+            if cmd[:2] == ["sh", "-c"] and len(cmd) > 4:  # sh -c 'guard; exec "$@"' $0 ARGV
+                cmd = cmd[4:]
             for prefix, program in programs.items():
                 if tuple(cmd[:len(prefix)]) == prefix:
-                    args = cmd[len(prefix):]
-                    if prefix == ("skyshard",) and args[:2] == ["tables", "/data/catalog"]:
-                        args[1] = str(tmp_path)
+                    args = [str(tmp_path) if a == "/data/catalog" else a
+                            for a in cmd[len(prefix):]]
                     _parse(program, " ".join(prefix), args)
                     seen.add(" ".join(cmd[:2]))
-    expected = {"dask scheduler", "dask worker", "skyshard serve", "skyshard deploy"}
+    expected = {"dask scheduler", "dask worker", "skyshard serve", "skyshard deploy",
+                "skyshard replicas"}
     assert expected | ({"kopf run"} if ("kopf",) in programs else set()) <= seen
 
 

@@ -11,7 +11,7 @@ import pytest
 from skyshard.deploy.install import operator_manifests
 from skyshard.deploy.render import render
 from skyshard.deploy.spec import UID, from_dict
-from skyshard.deploy.workloads import loader_pod, repair_job
+from skyshard.deploy.workloads import loader_pod, rebalance_job
 
 REPO = Path(__file__).resolve().parents[2]
 RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
@@ -22,7 +22,8 @@ def all_objects() -> list[dict]:
     pvc = from_dict("sky", "astro", {"authSecretRef": {"name": "a", "tokenKey": "t"}})
     s3 = from_dict("sky", "astro", {"authSecretRef": {"name": "a"}, "storage": {
         "s3": {"url": "s3://b/c", "secretRef": {"name": "s"}}}})
-    return (render(pvc) + render(s3) + [loader_pod(pvc), repair_job(pvc, ["true"], 1)]
+    return (render(pvc) + render(s3)
+            + [loader_pod(pvc), rebalance_job(pvc, 1, "workers 2 -> 3")]
             + operator_manifests())
 
 
@@ -86,6 +87,26 @@ def test_only_the_operator_gets_an_api_token():
     for name, pod in PODS:
         expected = name == "Deployment/skyshard-operator"
         assert pod["automountServiceAccountToken"] is expected, name
+
+
+def test_rebalance_job_pod_fields():
+    """The Job's pod by name: restricted contexts, no token, no Secret, never restarted in
+    place (the Job retries with new pods), a writable catalog mount and /tmp only."""
+    pvc = from_dict("sky", "astro", {"authSecretRef": {"name": "a"}})
+    pod = rebalance_job(pvc, 7, "workers 3 -> 2")["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": UID,
+                                      "runAsGroup": UID, "fsGroup": UID,
+                                      "seccompProfile": {"type": "RuntimeDefault"}}
+    assert pod["automountServiceAccountToken"] is False and pod["restartPolicy"] == "Never"
+    (main,) = pod["containers"]
+    assert main["securityContext"] == {
+        "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"}}
+    assert {m["mountPath"]: m.get("readOnly", False) for m in main["volumeMounts"]} == \
+        {"/tmp": False, "/data/catalog": False}
+    assert not any("valueFrom" in e for e in main["env"])
+    assert "secret" not in {k for v in pod["volumes"] for k in v}
 
 
 def test_the_image_runs_as_the_same_numeric_user():

@@ -67,10 +67,12 @@ def spec_schema() -> dict[str, Any]:
         "accessMode": {"type": "string", "enum": list(ACCESS_MODES), "default": "ReadWriteMany",
                        "description": "ReadWriteMany unless every pod runs on one node"},
         "scratchSize": {**_QUANTITY_STRING, "default": "10Gi",
-                        "description": "per-worker scratch volume (DuckDB spill)"},
+                        "description": "per-worker volume: DuckDB spill and the worker's "
+                                       "replicas"},
         "retainOnDelete": {"type": "boolean", "default": False,
                            "description": "keep the catalog volume when the resource goes"},
-    }, description="the catalog on a shared PersistentVolumeClaim")
+    }, description="the catalog on a shared PersistentVolumeClaim, replicas of its "
+                   "partitions on a volume per worker")
     s3 = _obj({
         "url": _str("s3://bucket/prefix[?endpoint_override=host:port&scheme=http]",
                     pattern="^s3://.+"),
@@ -90,8 +92,9 @@ def spec_schema() -> dict[str, Any]:
         "workers": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 2,
                     "description": "Dask workers"},
         "replicationFactor": {"type": "integer", "minimum": 1, "default": 1,
-                              "description": "copies of each partition (recorded; shared "
-                                             "storage has one copy until replication exists)"},
+                              "description": "pvc storage: copies of each partition on the "
+                                             "workers' own volumes, placed by the rebalance "
+                                             "Job; S3: every pod has the whole catalog"},
         "database": _str("database name clients USE (default: the resource name)",
                          pattern="^[A-Za-z_][A-Za-z0-9_]*$"),
         "storage": storage,
@@ -129,7 +132,9 @@ def status_schema() -> dict[str, Any]:
         "workerSelector": {"type": "string"},
         "version": {"type": "string"},
         "observedGeneration": {"type": "integer"},
-        "rebalance": {"type": "string", "description": "the last replica rebalance step"},
+        "rebalance": {"type": "string",
+                      "description": "the last replica rebalance step (pvc storage: its Job "
+                                     "and state; S3: why none is needed)"},
     })
 
 

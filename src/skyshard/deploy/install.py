@@ -39,6 +39,8 @@ def rules() -> list[dict[str, Any]]:
         {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": _CRUD},
         {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": _CRUD},
         {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": _CRUD},
+        # read only: whether a pod of an earlier rebalance Job still runs
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
     ]
 
 

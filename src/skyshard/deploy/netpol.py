@@ -4,6 +4,8 @@
 - front end -> scheduler, TCP 8786 (the Dask client; results come through the scheduler);
 - workers -> scheduler, TCP 8786, and scheduler -> workers, TCP 8788 (Dask's comm);
 - front end and workers -> cluster DNS, UDP/TCP 53;
+- pvc mode, the replica rebalance Job -> scheduler, TCP 8786, -> workers, TCP 8788 (its
+  Dask client sends the copies straight to the workers), -> cluster DNS;
 - S3 mode: front end and workers -> the S3 endpoint's port (``storage.s3.cidr``).
 
 Health probes come from the kubelet on the node, which NetworkPolicy implementations
@@ -22,6 +24,7 @@ from skyshard.deploy.spec import (
     S3Storage,
     SkyShardSpec,
 )
+from skyshard.deploy.workloads import REBALANCE
 
 DNS_NAMESPACE = {"kubernetes.io/metadata.name": "kube-system"}
 DNS_PODS = {"k8s-app": "kube-dns"}
@@ -31,9 +34,11 @@ def network_policies(spec: SkyShardSpec) -> list[dict[str, Any]]:
     """The policies, or none when ``networkPolicies`` is false."""
     if not spec.network_policies:
         return []
+    rebalance = [] if spec.is_s3 else [REBALANCE]  # the Job runs in pvc mode only
+    clients = ["frontend", "worker"] + rebalance
     out = [
         _policy(spec, "default-deny", _labels(spec), ingress=[], egress=[]),
-        _policy(spec, "dns", _components(spec, "frontend", "worker"), egress=[
+        _policy(spec, "dns", _components(spec, "frontend", "worker", *rebalance), egress=[
             {"to": [{"namespaceSelector": {"matchLabels": DNS_NAMESPACE},
                      "podSelector": {"matchLabels": DNS_PODS}}],
              "ports": [_port(53, "UDP"), _port(53, "TCP")]}]),
@@ -41,13 +46,17 @@ def network_policies(spec: SkyShardSpec) -> list[dict[str, Any]]:
                 ingress=[{"ports": [_port(MYSQL_PORT), _port(HTTP_PORT)]}],
                 egress=[_to(spec, "scheduler", SCHEDULER_PORT)]),
         _policy(spec, "scheduler", _labels(spec, "scheduler"),
-                ingress=[{"from": [_pods(spec, "frontend"), _pods(spec, "worker")],
+                ingress=[{"from": [_pods(spec, c) for c in clients],
                           "ports": [_port(SCHEDULER_PORT)]}],
                 egress=[_to(spec, "worker", WORKER_PORT)]),
         _policy(spec, "worker", _labels(spec, "worker"),
-                ingress=[{"from": [_pods(spec, "scheduler")], "ports": [_port(WORKER_PORT)]}],
+                ingress=[{"from": [_pods(spec, c) for c in ["scheduler"] + rebalance],
+                          "ports": [_port(WORKER_PORT)]}],
                 egress=[_to(spec, "scheduler", SCHEDULER_PORT)]),
     ]
+    if rebalance:
+        out.append(_policy(spec, REBALANCE, _labels(spec, REBALANCE), egress=[
+            _to(spec, "scheduler", SCHEDULER_PORT), _to(spec, "worker", WORKER_PORT)]))
     storage = spec.storage
     if isinstance(storage, S3Storage):
         out.append(_policy(spec, "s3", _components(spec, "frontend", "worker"), egress=[

@@ -9,11 +9,13 @@ Handlers are thin: the decisions are in ``reconcile``. The API client is put in
   what the spec no longer renders, create the auth Secret if there is none (random
   password; an existing Secret is never read), report the status;
 - ``spec.workers`` changed: the StatefulSet is already updated by the update handler
-  (it runs first); then the replica rebalance step (``reconcile.rebalance``);
+  (it runs first); then the replica rebalance Job (pvc mode; ``reconcile`` has the
+  order and why). The annotation ``rebalance.skyshard.io/request`` set to a new value
+  starts one too (after loading a catalog, or after a failed Job);
 - delete: owned objects go with the garbage collector; the workers' scratch claims are
   deleted here (best effort, no finalizer);
 - every 15 s: re-create a workload deleted by hand; the status from the workloads'
-  statuses.
+  statuses and the latest rebalance Job's.
 """
 
 from __future__ import annotations
@@ -69,12 +71,33 @@ def reconcile_resource(body: kopf.Body, memo: Any, patch: kopf.Patch,
 @kopf.on.field(*RESOURCE, field="spec.workers")
 def workers_changed(old: Any, new: Any, body: kopf.Body, memo: Any,
                     patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
-    """The replica rebalance step after a scale (nothing on creation)."""
-    step = reconcile.rebalance(memo.cluster, body, old, new)
-    if step is None:
+    """The replica rebalance after a scale (nothing on creation)."""
+    if old is None or new is None or old == new:
         return
+    _rebalance(memo.cluster, body, patch, logger, f"workers {old} -> {new}")
+
+
+@kopf.on.field(*RESOURCE, field=("metadata", "annotations", reconcile.REQUEST_ANNOTATION))
+def rebalance_requested(new: Any, body: kopf.Body, memo: Any, patch: kopf.Patch,
+                        logger: kopf.Logger, **_: Any) -> None:
+    """The replica rebalance on request: the annotation set to a new value."""
+    if not new:
+        return
+    _rebalance(memo.cluster, body, patch, logger,
+               f"requested ({reconcile.REQUEST_ANNOTATION}={new})", request=str(new))
+
+
+def _rebalance(cluster: Any, body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger,
+               reason: str, request: str | None = None) -> None:
+    try:
+        step = reconcile.start_rebalance(cluster, body, reason, request)
+    except SpecError as exc:
+        raise kopf.PermanentError(f"invalid spec: {exc}") from exc
+    except reconcile.RebalanceWait as exc:
+        raise kopf.TemporaryError(str(exc), delay=15) from exc
     logger.info("%s: %s", step.reason, step.message)
     post_event(body, step.type, step.reason, step.message)
+    patch.status.update(reconcile.observe(cluster, body))  # Progressing from now on
     patch.status["rebalance"] = step.message
 
 

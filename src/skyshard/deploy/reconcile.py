@@ -4,6 +4,36 @@
 Every object it creates carries an owner reference to the ``SkyShard`` resource, so the
 garbage collector deletes them with it (the catalog claim too, unless
 ``storage.pvc.retainOnDelete``).
+
+The replica rebalance (pvc mode)
+--------------------------------
+Each worker keeps replicas of the catalog's partitions on its own volume. After a
+change of ``spec.workers`` (or a request: the annotation ``REQUEST_ANNOTATION``) the
+operator runs a Job, ``skyshard replicas place`` against the scheduler (see
+``workloads.rebalance_job``). Its order, for both directions:
+
+1. the StatefulSet takes the new replica count (the update handler runs before the
+   field handler; the controller removes the highest ordinals on a scale-down, and their
+   scratch claims with them);
+2. the Job waits until the scheduler sees exactly ``spec.workers`` workers
+   (``--expect-workers``), so it never places onto a worker about to go, whatever the
+   handlers' order;
+3. it copies from the catalog volume whatever the live workers lack: partitions whose
+   holders left go to the remaining workers, until each has ``replicationFactor``
+   copies; new workers get the shared files (and partitions that are short of copies).
+
+The shrink comes first, not a drain: ``replicas place`` considers every live worker a
+holder and has no way to leave some out, so a drain run before the shrink would move
+nothing. No data can be lost that way (the catalog volume holds every file and is the
+copies' source); the cost is that partitions held only by removed workers have no live
+copy until the Job has run. Existing copies are not moved to new workers: place and
+repair only fill what is missing.
+
+One Job at a time (concurrent placements of one catalog are not supported): starting
+one deletes the older rebalance Jobs, and waits (``RebalanceWait``) while a pod of one
+still runs. The latest Job is kept (no TTL) so the status can show it: Progressing
+while it runs, Degraded if it failed. With S3 storage every pod copies the whole
+catalog, so nothing is rebalanced.
 """
 
 from __future__ import annotations
@@ -17,20 +47,32 @@ from typing import Any
 from skyshard.deploy import status as status_mod
 from skyshard.deploy.cluster import Cluster
 from skyshard.deploy.render import key, render
-from skyshard.deploy.spec import API_VERSION, KIND, MANAGED_BY, PvcStorage, from_resource
-from skyshard.deploy.workloads import repair_job
+from skyshard.deploy.spec import (
+    API_VERSION,
+    KIND,
+    MANAGED_BY,
+    PvcStorage,
+    SkyShardSpec,
+    from_resource,
+)
+from skyshard.deploy.workloads import REASON_ANNOTATION, REBALANCE, rebalance_job
 
 # Kinds pruned when the spec no longer renders them (e.g. networkPolicies turned off).
-# Claims are never pruned: they hold data.
+# Claims are never pruned: they hold data. Rebalance Jobs are not rendered; they go when
+# the next one starts, or with the resource.
 PRUNED_KINDS = (("v1", "ConfigMap"), ("v1", "Service"), ("apps/v1", "Deployment"),
                 ("apps/v1", "StatefulSet"), ("policy/v1", "PodDisruptionBudget"),
                 ("networking.k8s.io/v1", "NetworkPolicy"))
 
-# The replica repair command run as a Job after each change of spec.workers. None: it
-# does not exist yet. skyshard keeps one copy of the catalog on shared storage (see the
-# Dask executor's note on shared-nothing replication, not built yet), so a scale moves no data; the
-# operator reports the skipped step instead of running a command that is not there.
-REPAIR_COMMAND: tuple[str, ...] | None = None
+#: Setting this annotation to a new value (e.g. a date) runs the rebalance Job: after
+#: loading a catalog, or after a failed Job. Not under ``skyshard.io/``: kopf ignores
+#: changes of annotations under its own storage prefix.
+REQUEST_ANNOTATION = "rebalance.skyshard.io/request"
+FINISHED_PHASES = ("Succeeded", "Failed")
+
+
+class RebalanceWait(Exception):
+    """A pod of an earlier rebalance Job is still running; try again shortly."""
 
 
 @dataclass(frozen=True)
@@ -108,25 +150,67 @@ def prune(cluster: Cluster, body: Mapping[str, Any], keep: set[tuple]) -> list[s
     return deleted
 
 
-def rebalance(cluster: Cluster, body: Mapping[str, Any], old: int | None, new: int | None,
-              command: tuple[str, ...] | None = None) -> Rebalance | None:
-    """The step after ``spec.workers`` changed from ``old`` to ``new`` (None: nothing to
-    do). ``command`` defaults to ``REPAIR_COMMAND``."""
+def rebalance(cluster: Cluster, body: Mapping[str, Any], old: int | None,
+              new: int | None) -> Rebalance | None:
+    """The step after ``spec.workers`` changed from ``old`` to ``new`` (None: no change,
+    e.g. the resource was just created)."""
     if old is None or new is None or old == new:
         return None
-    command = command if command is not None else REPAIR_COMMAND
+    return start_rebalance(cluster, body, f"workers {old} -> {new}")
+
+
+def start_rebalance(cluster: Cluster, body: Mapping[str, Any], reason: str,
+                    request: str | None = None) -> Rebalance:
+    """Start the rebalance Job (pvc mode; see the module docstring), after deleting the
+    older ones. ``RebalanceWait`` while a pod of an older one still runs; S3 mode: a
+    step that says why nothing runs."""
     spec = from_resource(body)
-    if command is None:
-        return Rebalance("Normal", "RebalanceSkipped",
-                         f"workers {old} -> {new}: no replica rebalance, 'skyshard replicas "
-                         "repair' does not exist yet; the catalog is on shared storage, "
-                         "so no data has to move")
-    job = repair_job(spec, list(command), int(body["metadata"].get("generation", 0)))
+    if not isinstance(spec.storage, PvcStorage):
+        return Rebalance("Normal", "RebalanceNotNeeded",
+                         f"{reason}: no replica rebalance: with S3 storage every pod copies "
+                         "the whole catalog at start, so no data has to move")
+    job = rebalance_job(spec, int(body["metadata"].get("generation", 0)), reason, request)
+    name = job["metadata"]["name"]
+    for old in rebalance_jobs(cluster, spec, body["metadata"]["uid"]):
+        if old["metadata"]["name"] != name:
+            cluster.delete("batch/v1", "Job", spec.namespace, old["metadata"]["name"])
+    running = sorted(p["metadata"]["name"] for p in
+                     cluster.list("v1", "Pod", spec.namespace, spec.selector(REBALANCE))
+                     if _job_of(p) != name
+                     and (p.get("status") or {}).get("phase") not in FINISHED_PHASES)
+    if running:
+        raise RebalanceWait(f"{reason}: waiting for pod(s) {', '.join(running)} of an "
+                            "earlier rebalance Job to stop")
     job["metadata"]["ownerReferences"] = [owner_reference(body)]
     cluster.apply(job)
     return Rebalance("Normal", "RebalanceStarted",
-                     f"workers {old} -> {new}: replica repair job {job['metadata']['name']}",
-                     job=job["metadata"]["name"])
+                     f"{reason}: Job {name} places the replicas on the {spec.workers} "
+                     f"worker(s), {spec.replication_factor} cop"
+                     f"{'y' if spec.replication_factor == 1 else 'ies'} of each partition",
+                     job=name)
+
+
+def rebalance_jobs(cluster: Cluster, spec: SkyShardSpec, uid: str) -> list[dict]:
+    """This resource's rebalance Jobs, oldest first."""
+    jobs = [j for j in cluster.list("batch/v1", "Job", spec.namespace,
+                                    spec.selector(REBALANCE))
+            if any(r.get("uid") == uid for r in j["metadata"].get("ownerReferences") or [])]
+    return sorted(jobs, key=lambda j: (j["metadata"].get("creationTimestamp") or "",
+                                       j["metadata"]["name"]))
+
+
+def latest_rebalance(cluster: Cluster, body: Mapping[str, Any]) -> status_mod.JobState | None:
+    """The state of the newest rebalance Job (None: there is none, or S3 mode)."""
+    spec = from_resource(body)
+    if not isinstance(spec.storage, PvcStorage):
+        return None
+    jobs = rebalance_jobs(cluster, spec, body["metadata"]["uid"])
+    return status_mod.job_state(jobs[-1], REASON_ANNOTATION) if jobs else None
+
+
+def _job_of(pod: Mapping[str, Any]) -> str | None:
+    labels = pod["metadata"].get("labels") or {}
+    return labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
 
 
 def cleanup(cluster: Cluster, body: Mapping[str, Any]) -> list[str]:
@@ -165,7 +249,8 @@ def observe(cluster: Cluster, body: Mapping[str, Any], now: str | None = None) -
     spec = from_resource(body)
     frontend, scheduler, workers = (status_mod.rollout(w) for w in workloads(cluster, body))
     return status_mod.compute(spec, int(body["metadata"].get("generation", 0)), frontend,
-                              scheduler, workers, body.get("status"), now or _now())
+                              scheduler, workers, body.get("status"), now or _now(),
+                              latest_rebalance(cluster, body))
 
 
 def _now() -> str:

@@ -56,7 +56,8 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True)
 class PvcStorage:
-    """The catalog on one shared PersistentVolumeClaim; each worker gets a scratch PVC."""
+    """The catalog on one shared PersistentVolumeClaim; each worker gets a PVC of its own
+    (scratch: DuckDB spill, and its replicas of the catalog's partitions)."""
 
     size: str = "10Gi"
     storage_class: str | None = None

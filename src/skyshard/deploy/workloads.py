@@ -1,16 +1,20 @@
 """The workloads of one deployment: front end, Dask scheduler, Dask workers, and the
-catalog loader pod and replica-repair Job.
+catalog loader pod and replica rebalance Job.
 
 One image serves every role, chosen by its command: ``skyshard serve`` (front end),
-``dask scheduler``, ``dask worker``, ``skyshard ingest`` (loader). The catalog is at
-``/data/catalog`` in every pod, read-only except in the loader, as the Dask executor
-needs (every worker reads it at the path the front end plans with).
+``dask scheduler``, ``dask worker``, ``skyshard ingest`` (loader), ``skyshard replicas
+place`` (rebalance). The catalog is at ``/data/catalog`` in every pod, read-only except
+in the loader and the rebalance Job, as the Dask executor needs (every worker reads it
+at the path the front end plans with). In pvc mode each worker also keeps replicas of
+the catalog's partitions on its own volume (``REPLICAS_DIR``), placed by the rebalance
+Job.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import zlib
 from typing import Any
 
 from skyshard.deploy import pods
@@ -38,6 +42,14 @@ from skyshard.deploy.spec import (
 
 CONFIG_HASH_ANNOTATION = "skyshard.io/config-hash"
 FRONTEND_SCRATCH_SIZE = "5Gi"
+#: pvc mode: where each worker keeps its replicas, on its own scratch volume (the Dask
+#: config key ``skyshard.replicas.directory``; a folder per worker name below it)
+REPLICAS_DIR = f"{SCRATCH_DIR}/replicas"
+REBALANCE = "rebalance"  # the Job's component label
+#: the Job's annotation saying why it runs (e.g. ``workers 2 -> 3``)
+REASON_ANNOTATION = "skyshard.io/rebalance-reason"
+#: seconds the Job waits for the scheduler to see exactly ``spec.workers`` workers
+REBALANCE_WAIT_S = 900
 
 
 def metadata(spec: SkyShardSpec, name: str, component: str | None = None) -> dict[str, Any]:
@@ -138,9 +150,11 @@ def worker_statefulset(spec: SkyShardSpec) -> dict[str, Any]:
                "--dashboard-address", f":{WORKER_HTTP_PORT}",
                "--nthreads", str(worker_threads(spec)), "--memory-limit", "auto",
                "--local-directory", f"{SCRATCH_DIR}/dask"]
+    env = [pods.field_env("POD_NAME", "metadata.name")]
+    if isinstance(spec.storage, PvcStorage):
+        env.append(pods.value_env("DASK_SKYSHARD__REPLICAS__DIRECTORY", REPLICAS_DIR))
     main = pods.container(
-        "worker", spec.image, spec.image_pull_policy, command,
-        env=[pods.field_env("POD_NAME", "metadata.name")],
+        "worker", spec.image, spec.image_pull_policy, command, env=env,
         mounts=[_catalog_mount(read_only=True), {"name": "scratch", "mountPath": SCRATCH_DIR}],
         resources=copy.deepcopy(dict(spec.resources["workers"])),
         working_dir=SCRATCH_DIR,  # DuckDB spills to ./.tmp
@@ -206,19 +220,53 @@ def loader_pod(spec: SkyShardSpec, tmp_size: str = "10Gi") -> dict[str, Any]:
             "metadata": metadata(spec, spec.names.loader, "loader"), "spec": pod}
 
 
-def repair_job(spec: SkyShardSpec, command: list[str], generation: int) -> dict[str, Any]:
-    """A Job running the replica repair ``command`` on the catalog (see ``reconcile``)."""
-    main = pods.container("repair", spec.image, spec.image_pull_policy,
-                          command + ["--catalog", CATALOG_DIR,
-                                     "--replication", str(spec.replication_factor)],
-                          mounts=[_catalog_mount(read_only=False)],
-                          resources={"requests": {"cpu": "250m", "memory": "512Mi"},
-                                     "limits": {"memory": "2Gi"}})
+def rebalance_command(spec: SkyShardSpec) -> list[str]:
+    """``skyshard replicas place`` on the catalog, once the scheduler sees exactly
+    ``spec.workers`` workers: copies from the catalog volume what the workers lack, so
+    that every partition has ``replicationFactor`` copies on live workers and every
+    worker has the shared files."""
+    return ["skyshard", "replicas", "place", CATALOG_DIR,
+            "--scheduler", spec.scheduler_address,
+            "--expect-workers", str(spec.workers), "--wait", str(REBALANCE_WAIT_S),
+            "--replication", str(spec.replication_factor), "--quiet"]
+
+
+def rebalance_job_name(spec: SkyShardSpec, generation: int, request: str | None = None) -> str:
+    """``NAME-rebalance-GENERATION`` (a scale), with ``-XXXXX`` from a request's value
+    (at most 63 characters, as the pods' job-name label, for generations below 10^6)."""
+    name = f"{spec.name}-rebalance-{generation}"
+    if request is not None:
+        name += f"-{zlib.crc32(request.encode()) & 0xFFFFF:05x}"
+    return name
+
+
+def rebalance_job(spec: SkyShardSpec, generation: int, reason: str,
+                  request: str | None = None) -> dict[str, Any]:
+    """The Job placing the replicas on the current workers (pvc mode only): the catalog
+    volume read-write (``replicas.json`` is written there), no API token, no Secret. A
+    shell guard makes it succeed without doing anything while the volume holds no
+    catalog yet."""
+    if not isinstance(spec.storage, PvcStorage):
+        raise ValueError("replicas are placed in pvc mode only; with S3 every pod copies "
+                         "the whole catalog")
+    guard = (f'if ! skyshard tables {CATALOG_DIR} >/dev/null 2>&1; then '
+             f'echo "no catalog in {CATALOG_DIR} yet: nothing to place"; exit 0; fi; '
+             'exec "$@"')
+    main = pods.container(
+        REBALANCE, spec.image, spec.image_pull_policy,
+        ["sh", "-c", guard, REBALANCE] + rebalance_command(spec),
+        # the bulk of the copies goes straight to the workers, not through the scheduler
+        env=[pods.value_env("DASK_DISTRIBUTED__CLIENT__DIRECT_TO_WORKERS", "True")],
+        mounts=[_catalog_mount(read_only=False)],
+        resources={"requests": {"cpu": "250m", "memory": "512Mi"},
+                   "limits": {"memory": "2Gi"}})
     pod = pods.pod_spec([main], [_catalog_volume(spec)], restartPolicy="Never")
-    return {"apiVersion": "batch/v1", "kind": "Job",
-            "metadata": metadata(spec, f"{spec.name}-repair-{generation}", "repair"),
-            "spec": {"backoffLimit": 2, "ttlSecondsAfterFinished": 3600,
-                     "template": {"metadata": {"labels": spec.labels("repair")}, "spec": pod}}}
+    meta = metadata(spec, rebalance_job_name(spec, generation, request), REBALANCE)
+    meta["annotations"] = {REASON_ANNOTATION: reason}
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta,
+            "spec": {"backoffLimit": 2,
+                     "template": {"metadata": {"labels": spec.labels(REBALANCE)},
+                                  "spec": pod}}}
 
 
 # --- pieces ------------------------------------------------------------------------------

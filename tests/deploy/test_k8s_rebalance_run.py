@@ -1,0 +1,181 @@
+"""The rebalance Job's command, run for real: the exact argv the operator renders (catalog
+path and scheduler address swapped for local ones) against a Dask scheduler and
+``dask worker`` processes named as the StatefulSet names its pods, each keeping its
+replicas below the directory the rendered worker gets in its environment.
+
+The scale is played in the operator's order: the worker set changes first (a worker
+process killed, its volume gone; or a new one started), then the Job runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("distributed")
+
+import dask
+from distributed import Client, LocalCluster
+
+from skyshard.cli import main
+from skyshard.deploy.spec import CATALOG_DIR, from_dict
+from skyshard.deploy.workloads import rebalance_job
+from skyshard.dispatch import replicas
+from skyshard.dispatch.placement import SHARED, Placement
+
+
+def job_argv(workers: int, replication: int) -> tuple[list[str], list[str]]:
+    """(the shell guard ``sh -c SCRIPT $0``, the skyshard argv) of the rendered Job."""
+    spec = from_dict("sky", "astro", {"authSecretRef": {"name": "a"}, "workers": workers,
+                                      "replicationFactor": replication})
+    job = rebalance_job(spec, 2, f"workers -> {workers}")
+    (main_container,) = job["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in main_container["env"]}
+    assert env["DASK_DISTRIBUTED__CLIENT__DIRECT_TO_WORKERS"] == "True"
+    command = main_container["command"]
+    return command[:4], command[4:]
+
+
+class Workers:
+    """``dask worker`` processes named ``sky-worker-N``, replicas under ``base``."""
+
+    def __init__(self, client: Client, base: Path) -> None:
+        self.client, self.base = client, base
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, *names: str) -> None:
+        env = dict(os.environ, DASK_SKYSHARD__REPLICAS__DIRECTORY=str(self.base),
+                   PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        for name in names:
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "distributed.cli.dask_worker",
+                 self.client.scheduler.address, "--name", name, "--nthreads", "1",
+                 "--no-nanny", "--no-dashboard"],
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._wait(lambda live: set(names) <= live)
+
+    def remove(self, name: str) -> None:
+        """As a scale-down does: the pod goes, and its volume (retention: Delete)."""
+        self.procs.pop(name).send_signal(signal.SIGTERM)
+        self._wait(lambda live: name not in live)
+        shutil.rmtree(self.base / name, ignore_errors=True)
+
+    def _wait(self, done, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not done(set(replicas.named_workers(self.client))):
+            if time.monotonic() > deadline:
+                raise AssertionError("workers did not come or go")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            p.kill()
+            p.wait()
+
+
+@pytest.fixture(scope="module")
+def cluster(sky_root, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("rebalance")
+    root = tmp / "catalog"
+    shutil.copytree(sky_root, root)
+    scheduler = LocalCluster(n_workers=0, dashboard_address=":0")
+    client = Client(scheduler, set_as_default=False)
+    workers = Workers(client, tmp / "replicas")
+    try:
+        yield {"root": root, "client": client, "workers": workers,
+               "address": scheduler.scheduler_address}
+    finally:
+        client.close()
+        workers.stop()
+        scheduler.close()
+
+
+def run_job(cluster, capsys, workers: int, replication: int, wait_s: str = "60"):
+    """The Job's skyshard command, in this process; (exit status, stdout, stderr)."""
+    _, argv = job_argv(workers, replication)
+    argv = [str(cluster["root"]) if a == CATALOG_DIR else a for a in argv]
+    argv[argv.index("--scheduler") + 1] = cluster["address"]
+    argv[argv.index("--wait") + 1] = wait_s
+    assert argv[:3] == ["skyshard", "replicas", "place"]
+    with dask.config.set({"distributed.client.direct-to-workers": True}):
+        code = main(argv[1:])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def holders(root: Path) -> dict[str, tuple[str, ...]]:
+    placed = Placement.load(root)
+    return {u: placed.holders(u) for u in placed.partition_units}
+
+
+def test_scale_down_then_up(cluster, capsys):
+    root, client, workers = cluster["root"], cluster["client"], cluster["workers"]
+    workers.start("sky-worker-0", "sky-worker-1", "sky-worker-2")
+    code, out, err = run_job(cluster, capsys, 3, 1)
+    assert code == 0, out + err
+    assert "healthy" in out
+    before = holders(root)
+    gone = [u for u, hs in before.items() if hs == ("sky-worker-2",)]
+    assert gone, "worker 2 should hold some partitions alone"
+
+    # scale 3 -> 2: the StatefulSet removes sky-worker-2 and its volume, then the Job runs
+    workers.remove("sky-worker-2")
+    code, out, err = run_job(cluster, capsys, 2, 1)
+    assert code == 0, out + err
+    report = replicas.check(client, root)
+    assert report.healthy, report.text(every_unit=False)
+    states = {u.unit: u for u in report.units}
+    for unit in gone:  # re-placed from the catalog volume onto a remaining worker
+        assert states[unit].verified and set(states[unit].verified) <= {"sky-worker-0",
+                                                                         "sky-worker-1"}
+    assert all(len(u.verified) >= 1 for u in report.units)
+
+    # scale 2 -> 3 with replication 2: the new worker starts empty and gets its copies
+    workers.start("sky-worker-2")
+    code, out, err = run_job(cluster, capsys, 3, 2)
+    assert code == 0, out + err
+    report = replicas.check(client, root)
+    assert report.healthy and report.replication == 2, report.text(every_unit=False)
+    shared = next(u for u in report.units if u.unit == SHARED)
+    assert "sky-worker-2" in shared.verified
+    assert all(len(u.verified) >= 2 for u in report.units if u.unit != SHARED)
+    assert any("sky-worker-2" in u.verified for u in report.units if u.unit != SHARED)
+
+
+def test_job_fails_when_the_worker_set_never_matches(cluster, capsys):
+    code, _, err = run_job(cluster, capsys, 7, 1, wait_s="1")
+    assert code == 1
+    assert "expected 7 Dask worker(s), the cluster has" in err
+
+
+def test_guard_succeeds_without_a_catalog(tmp_path):
+    """Before the first ingest the Job succeeds doing nothing (exit 0, a message)."""
+    if shutil.which("skyshard") is None:
+        pytest.skip("the skyshard command is not on PATH")
+    guard, argv = job_argv(2, 1)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    script = guard[2].replace(CATALOG_DIR, str(empty))
+    never = ["sh", "-c", "echo must not run; exit 3"]  # what "$@" would run
+    done = subprocess.run(["sh", "-c", script, guard[3], *never], check=False,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "nothing to place" in done.stdout and "must not run" not in done.stdout
+    assert argv[0] == "skyshard"
+
+
+def test_guard_runs_the_command_when_there_is_a_catalog(sky_root):
+    if shutil.which("skyshard") is None:
+        pytest.skip("the skyshard command is not on PATH")
+    guard, _ = job_argv(2, 1)
+    script = guard[2].replace(CATALOG_DIR, str(sky_root))
+    done = subprocess.run(["sh", "-c", script, guard[3], "sh", "-c", "echo ran; exit 3"],
+                          check=False, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3 and "ran" in done.stdout
