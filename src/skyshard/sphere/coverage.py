@@ -16,6 +16,7 @@ cells that straddle its boundary down to two orders below the one asked for.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -166,7 +167,24 @@ def _hash29_core(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
 
 
 def _ranges(region: Region, order: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted, merged half-open ``_healpix_29`` ranges of the coverage at ``order``."""
+    """Sorted, merged half-open ``_healpix_29`` ranges of the coverage at ``order``
+    (read-only arrays; recent answers are kept: a query is planned more than once, by
+    TAP's checks then by its run, and both the partition choice and the row filter ask)."""
+    try:
+        return _recent_ranges(region, order)
+    except TypeError:  # a region that cannot be hashed
+        return _descend(region, order)
+
+
+@functools.lru_cache(maxsize=256)
+def _recent_ranges(region: Region, order: int) -> tuple[np.ndarray, np.ndarray]:
+    lo, hi = _descend(region, order)
+    lo.setflags(write=False)
+    hi.setflags(write=False)
+    return lo, hi
+
+
+def _descend(region: Region, order: int) -> tuple[np.ndarray, np.ndarray]:
     ipix, depth = _moc(region, order)
     if len(ipix) == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)

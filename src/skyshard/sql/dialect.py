@@ -35,9 +35,10 @@ class _DuckDBOut(DuckDB):
         }
 
 
-def to_duckdb(tree: exp.Expression) -> str:
-    """Render a tree parsed in the Qserv dialect as DuckDB SQL."""
-    return _DuckDBOut().generate(_mysql_semantics(tree.copy()), copy=False)
+def to_duckdb(tree: exp.Expression, *, copy: bool = True) -> str:
+    """Render a tree parsed in the Qserv dialect as DuckDB SQL (``copy=False``: the
+    caller's own copy, which the rewrites may change)."""
+    return _DuckDBOut().generate(_mysql_semantics(tree.copy() if copy else tree), copy=False)
 
 
 _TWO64 = "18446744073709551616"

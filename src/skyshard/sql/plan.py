@@ -153,7 +153,7 @@ class QueryPlan:
             sources[placeholder] = source
             table.replace(exp.Table(this=exp.to_identifier(placeholder),
                                     alias=exp.TableAlias(this=exp.to_identifier(alias, quoted=True))))
-        text = to_duckdb(tree)
+        text = to_duckdb(tree, copy=False)  # ``tree`` is this rendering's own copy
         for placeholder, source in sources.items():
             if placeholder not in text:
                 raise InternalError(f"lost a table source while rendering: {text}")
