@@ -8,6 +8,12 @@ Aggregates are decomposed so the merge is exact::
     AVG(x)        -> SUM(x) AS s, COUNT(x) AS n     | SUM(s) / NULLIF(SUM(n), 0)
     VAR/STDDEV    -> COUNT, AVG, VAR_POP * COUNT    | pooled: (sum(m2) + sum(n*mu^2) - N*mean^2) / N
     COUNT(DISTINCT x) -> x AS _d added to GROUP BY  | COUNT(DISTINCT _d)
+    f(...) FILTER (WHERE c) -> each partial aggregate filtered as f's own
+
+Any other aggregate (every name DuckDB lists as one, see ``aggregates``: MEDIAN,
+QUANTILE_CONT, MODE, ...), an aggregate with extra arguments or an ORDER BY of its own,
+a column neither grouped nor aggregated, and ROLLUP/CUBE/GROUPING SETS raise
+``NotSplittable``: the query then runs as one statement over all its partitions.
 
 Rows without aggregates: the parallel statement applies WHERE, DISTINCT and, when there is
 a LIMIT, ORDER BY + LIMIT (limit + offset) as a per-fragment top-k; the merge re-applies
@@ -29,6 +35,7 @@ from dataclasses import dataclass
 from sqlglot import exp
 
 from skyshard.errors import UnsupportedQueryError
+from skyshard.sql.aggregates import find_aggregate, function_name, is_aggregate
 
 PARTIALS = "partials"
 
@@ -72,13 +79,13 @@ def _check_splittable(select: exp.Expression) -> None:
 
 
 def _is_aggregate(select: exp.Select) -> bool:
-    if select.args.get("group"):
+    """An aggregate query: GROUP BY, HAVING, or an aggregate call in SELECT or ORDER BY
+    (sub-queries and windows were refused before)."""
+    if select.args.get("group") or select.args.get("having") is not None:
         return True
-    for e in select.expressions:
-        if e.find(exp.AggFunc):
-            return True
-    having = select.args.get("having")
-    return having is not None
+    order = select.args.get("order")
+    items = [*select.expressions, *(order.expressions if order is not None else [])]
+    return any(find_aggregate(e) is not None for e in items)
 
 
 # --- rows ------------------------------------------------------------------------------------
@@ -126,6 +133,23 @@ def _split_rows(select: exp.Select) -> Split:
 # --- aggregates --------------------------------------------------------------------------------
 
 
+#: Aggregates whose partials merge exactly (as above); any other aggregate is not split.
+_DECOMPOSABLE = (exp.Count, exp.Sum, exp.Min, exp.Max, exp.Avg, exp.AnyValue, exp.VariancePop,
+                 exp.Variance, exp.StddevPop, exp.StddevSamp, exp.Stddev)
+#: The arguments of a decomposable aggregate besides ``this`` that change nothing
+#: (``MAX(x, n)``, top-n as a list, has ``expressions`` and is not decomposable).
+_PLAIN_ARGS = {"this", "big_int"}
+#: Wrappers of aggregate calls the merge cannot reproduce, by their SQL.
+_WRAPPERS = {exp.WithinGroup: "WITHIN GROUP", exp.IgnoreNulls: "IGNORE NULLS",
+             exp.RespectNulls: "RESPECT NULLS", exp.HavingMax: "HAVING MAX/MIN"}
+
+
+def _not_splittable(agg: exp.Expression, why: str | None = None) -> NotSplittable:
+    name = function_name(agg).upper() if isinstance(agg, exp.Func) else agg.key.upper()
+    return NotSplittable(f"aggregate {name}() cannot be split across partitions"
+                         + (f" ({why})" if why else ""), construct=name)
+
+
 class _Aggregates:
     """Collects partial aggregates for the parallel statement and builds merge expressions."""
 
@@ -141,37 +165,53 @@ class _Aggregates:
         self.partials.append(e)
         return exp.column(f"_a{len(self.partials) - 1}")
 
-    def merge_of(self, agg: exp.AggFunc) -> exp.Expression:
+    def merge_of(self, agg: exp.Func, where: exp.Expression | None = None) -> exp.Expression:
+        """The merge expression of the aggregate call ``agg`` (filtered by ``where``, the
+        condition of its FILTER clause), its partials added to the parallel statement."""
+        if not isinstance(agg, _DECOMPOSABLE):
+            raise _not_splittable(agg)
         if _is_distinct_agg(agg):
+            if where is not None:
+                raise _not_splittable(agg, "DISTINCT with FILTER")
             return self._distinct(agg)
+        extra = {k for k, v in agg.args.items() if v not in (None, [], False)} - _PLAIN_ARGS
+        if extra or isinstance(agg.this, (exp.Order, exp.Limit)) or agg.this is None:
+            raise _not_splittable(agg, "extra arguments or its own ORDER BY")
         self.has_plain = True
+
+        def filtered(e: exp.Expression) -> exp.Expression:
+            """An aggregate under the call's FILTER clause, if it has one."""
+            if where is None:
+                return e
+            return exp.Filter(this=e, expression=exp.Where(this=where.copy()))
+
+        def part(e: exp.Expression) -> exp.Column:
+            return self.add(filtered(e))
+
         arg = agg.this
         if isinstance(agg, exp.Count):
-            p = self.add(agg.copy())
+            p = part(agg.copy())
             # SUM of BIGINT is HUGEINT in DuckDB: cast back so the type is COUNT's own.
             return exp.cast(exp.func("COALESCE", exp.func("SUM", p), exp.Literal.number(0)),
                             "BIGINT")
         if isinstance(agg, (exp.Sum, exp.Min, exp.Max)):
-            p = self.add(agg.copy())
+            p = part(agg.copy())
             return type(agg)(this=p)
         if isinstance(agg, exp.Avg):
-            s = self.add(exp.Sum(this=arg.copy()))
-            n = self.add(exp.Count(this=arg.copy()))
+            s = part(exp.Sum(this=arg.copy()))
+            n = part(exp.Count(this=arg.copy()))
             return exp.Div(this=exp.Sum(this=s),
                            expression=exp.func("NULLIF", exp.Sum(this=n), exp.Literal.number(0)))
-        if isinstance(agg, (exp.VariancePop, exp.Variance, exp.StddevPop, exp.StddevSamp,
-                            exp.Stddev)):
-            return self._variance(agg)
         if isinstance(agg, exp.AnyValue):
-            return exp.AnyValue(this=self.add(agg.copy()))
-        raise NotSplittable(f"aggregate {agg.sql('mysql')} cannot be split across partitions",
-                            construct=agg.sql_name() if hasattr(agg, "sql_name") else "aggregate")
+            return exp.AnyValue(this=part(agg.copy()))
+        return self._variance(agg, part, filtered)
 
-    def _variance(self, agg: exp.AggFunc) -> exp.Expression:
+    def _variance(self, agg: exp.AggFunc, part, filtered) -> exp.Expression:
         x = exp.cast(agg.this.copy(), "DOUBLE")
-        n = self.add(exp.Count(this=agg.this.copy()))
-        mu = self.add(exp.Avg(this=x.copy()))
-        m2 = self.add(exp.Mul(this=exp.VariancePop(this=x.copy()), expression=exp.Count(this=agg.this.copy())))
+        n = part(exp.Count(this=agg.this.copy()))
+        mu = part(exp.Avg(this=x.copy()))
+        m2 = self.add(exp.Mul(this=filtered(exp.VariancePop(this=x.copy())),
+                              expression=filtered(exp.Count(this=agg.this.copy()))))
         total = exp.Sum(this=n.copy())
         n_d = exp.cast(total.copy(), "DOUBLE")
         sum_mu = exp.Sum(this=exp.Mul(this=n.copy(), expression=mu.copy()))
@@ -198,6 +238,9 @@ class _Aggregates:
         if isinstance(agg.this, exp.Distinct) and len(agg.this.expressions) != 1:
             raise NotSplittable("COUNT(DISTINCT) of several columns cannot be split",
                                 construct="COUNT(DISTINCT a, b)")
+        extra = {k for k, v in agg.args.items() if v not in (None, [], False)} - _PLAIN_ARGS
+        if extra or isinstance(inner, (exp.Order, exp.Limit)):
+            raise _not_splittable(agg, "DISTINCT with extra arguments")
         if self.distinct_arg is not None and self.distinct_arg != inner:
             raise NotSplittable("DISTINCT aggregates of different expressions cannot be split",
                                 construct="several DISTINCT aggregates")
@@ -209,8 +252,12 @@ class _Aggregates:
 
 def _split_aggregate(select: exp.Select) -> Split:
     outputs = [_unalias(e) for e in select.expressions]
-    groups = [_group_target(g, select, outputs) for g in (select.args.get("group").expressions
-                                                         if select.args.get("group") else [])]
+    group = select.args.get("group")
+    if group is not None and any(v not in (None, [], False) for k, v in group.args.items()
+                                 if k != "expressions"):
+        raise NotSplittable("ROLLUP, CUBE and GROUPING SETS cannot be split across partitions",
+                            construct="GROUP BY ROLLUP")
+    groups = [_group_target(g, select, outputs) for g in (group.expressions if group else [])]
     aggs = _Aggregates()
 
     def to_merge(e: exp.Expression) -> exp.Expression:
@@ -223,11 +270,18 @@ def _split_aggregate(select: exp.Select) -> Split:
             for i, g in enumerate(groups):
                 if node == g:
                     return exp.column(f"_g{i}")
-            if isinstance(node, exp.AggFunc):
+            if isinstance(node, exp.Filter) and is_aggregate(node.this):
+                return aggs.merge_of(node.this, node.expression.this)
+            if type(node) in _WRAPPERS:
+                inner = node.this if isinstance(node.this, exp.Func) else node
+                raise _not_splittable(inner, _WRAPPERS[type(node)])
+            if is_aggregate(node):
                 return aggs.merge_of(node)
             if isinstance(node, exp.Column):
-                # MySQL allows a non-aggregated column that is not grouped: any value.
-                return aggs.merge_of(exp.AnyValue(this=node.copy()))
+                # Neither grouped nor aggregated: DuckDB refuses it (MySQL would take any
+                # value); the one statement over all partitions says so.
+                raise NotSplittable(f"column {node.sql('mysql')} is neither grouped nor "
+                                    "aggregated", construct="ungrouped column")
             return node
 
         return _transform_outside_aggs(e, rewrite)
