@@ -334,8 +334,22 @@ def upload(catalog_dir: str, url: str, storage_options: tuple[str, ...]) -> None
               help="serve TAP (/tap) without authentication, the rest with it")
 @click.option("--results-dir", type=click.Path(file_okay=False),
               help="where large asynchronous results are written [a temporary folder]")
+@click.option("--workers", type=int, default=None,
+              help="run queries on a local Dask cluster of N worker processes")
+@click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",
+              help="run queries on the existing Dask cluster of this scheduler")
+@click.option("--placement", type=click.Choice(["shared", "replicas"]), default=None,
+              help="with a cluster: the workers read the catalog itself [shared], or "
+                   "copies of its partitions on their own disks [replicas]")
+@click.option("--replication", type=int, default=None,
+              help="with --placement replicas: copies of each partition [2]")
+@click.option("--local-interactive/--no-local-interactive", default=None,
+              help="with a cluster: run interactive queries (few partitions) in this "
+                   "process [yes for shared placement, no for replicas]; scans always "
+                   "run on the cluster")
 def serve(catalog_dir, mysql_port, http_port, host, config_file, users, tokens,
-          allow_anonymous, anonymous_tap, results_dir) -> None:
+          allow_anonymous, anonymous_tap, results_dir, workers, scheduler, placement,
+          replication, local_interactive) -> None:
     """Serve a catalog over the MySQL protocol and HTTP (with IVOA TAP at /tap)."""
     import logging
 
@@ -346,7 +360,10 @@ def serve(catalog_dir, mysql_port, http_port, host, config_file, users, tokens,
     cfg = config.load(config_file, catalog=catalog_dir, host=host, mysql_port=mysql_port,
                       http_port=http_port, users=list(users), tokens=list(tokens),
                       allow_anonymous=allow_anonymous, anonymous_tap=anonymous_tap,
-                      results_dir=results_dir)
+                      results_dir=results_dir,
+                      cluster={"workers": workers, "scheduler": scheduler,
+                               "placement": placement, "replication": replication,
+                               "local_interactive": local_interactive})
     Server(cfg).run()
 
 

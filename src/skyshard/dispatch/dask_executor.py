@@ -411,6 +411,65 @@ def _placed_files(sql: str, plan: QueryPlan, placement: Placement) -> tuple[str,
     return files
 
 
+# --- a local cluster ---------------------------------------------------------------------
+
+
+class LocalDaskCluster:
+    """A ``LocalCluster`` of ``workers`` processes (one thread each) on this machine.
+
+    ``DaskExecutor(workers=N)`` starts one of its own; to run several executors on one
+    cluster (``skyshard serve``: its interactive and scan databases), start one here and
+    give it to each as ``scheduler=``. ``threads`` and ``memory_limit`` are each worker's
+    DuckDB share of this machine's cores and memory. ``placement="replicas"``
+    (shared-nothing mode): the workers keep their copies below ``replica_dir`` (default:
+    a temporary directory removed by ``close``). ``close()`` stops the workers;
+    idempotent.
+    """
+
+    def __init__(self, workers: int, *, placement: str = "shared",
+                 replica_dir: str | os.PathLike | None = None) -> None:
+        if workers < 1:
+            raise UserError(f"workers must be at least 1, not {workers}")
+        from distributed.system import MEMORY_LIMIT
+
+        self.workers = workers
+        self.threads = max(1, (os.cpu_count() or 1) // workers)
+        self.memory_limit = f"{max(256, int(MEMORY_LIMIT / workers / 2 / 2**20))}MB"
+        self._own_replica_dir: str | None = None
+        config = {}
+        if placement == "replicas":
+            if replica_dir is None:
+                replica_dir = self._own_replica_dir = tempfile.mkdtemp(
+                    prefix="skyshard-replicas-")
+            config[replicas.CONFIG_KEY] = str(Path(replica_dir).resolve())
+        try:
+            with dask.config.set(config):  # the nannies pass it on to their workers
+                self.cluster: LocalCluster | None = LocalCluster(
+                    n_workers=workers, threads_per_worker=1, processes=True,
+                    dashboard_address=None)
+        except BaseException:
+            self.close()
+            raise
+        self.address: str = self.cluster.scheduler_address
+
+    def close(self) -> None:
+        cluster, self.cluster = getattr(self, "cluster", None), None
+        if cluster is not None:
+            try:
+                cluster.close()
+            except Exception:  # noqa: BLE001 - closing what may already be dead
+                pass
+        if self._own_replica_dir is not None:
+            shutil.rmtree(self._own_replica_dir, ignore_errors=True)
+            self._own_replica_dir = None
+
+    def __enter__(self) -> LocalDaskCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 # --- the executor ------------------------------------------------------------------------
 
 
@@ -431,10 +490,14 @@ class DaskExecutor:
     cluster keeps its workers' copies below ``replica_dir`` (default: a temporary
     directory removed on ``close``); an existing cluster's workers bring their own
     (``skyshard.replicas.directory`` in their Dask config).
+
+    ``scheduler`` may also be a ``LocalDaskCluster``, for several executors on one local
+    cluster: its address, and its share of cores and memory for each worker's DuckDB.
     """
 
     def __init__(self, catalog_root: str | os.PathLike, *, workers: int | None = None,
-                 scheduler: str | None = None, fragment_partitions: int | None = None,
+                 scheduler: str | LocalDaskCluster | None = None,
+                 fragment_partitions: int | None = None,
                  data_dirs: Sequence[str | os.PathLike] | None = None,
                  engine: Engine | None = None, threads: int | None = None,
                  memory_limit: str | None = None, retries: int = 2,
@@ -447,6 +510,11 @@ class DaskExecutor:
                             "cluster), not both")
         if workers is not None and workers < 1:
             raise UserError(f"workers must be at least 1, not {workers}")
+        direct = False
+        if isinstance(scheduler, LocalDaskCluster):
+            threads = threads or scheduler.threads
+            memory_limit = memory_limit or scheduler.memory_limit
+            scheduler, direct = scheduler.address, True
         _check_placement_options(placement, replication, replica_dir, workers, scheduler)
         self.root = remote.catalog_root(catalog_root, storage_options)
         if isinstance(self.root, remote.RemotePath) and placement != "shared":
@@ -460,30 +528,19 @@ class DaskExecutor:
         self.retries = retries
         self.timeout = timeout
         self.connect_timeout = connect_timeout
-        self._cluster: LocalCluster | None = None
-        self._own_replica_dir: str | None = None
+        self._cluster: LocalDaskCluster | None = None
         self.replica_spec: ReplicaSpec | None = None
         self.placement_report: replicas.ReplicaReport | None = None
         self._placement: tuple[int, Placement] | None = None
         if scheduler is not None:
-            self.client = _connect(scheduler, connect_timeout)
+            self.client = _connect(scheduler, connect_timeout, direct=direct)
         else:
-            n = workers or os.cpu_count() or 1
-            threads = threads or max(1, (os.cpu_count() or 1) // n)
-            if memory_limit is None:
-                from distributed.system import MEMORY_LIMIT
-
-                memory_limit = f"{max(256, int(MEMORY_LIMIT / n / 2 / 2**20))}MB"
-            config = {}
-            if placement == "replicas":
-                if replica_dir is None:
-                    replica_dir = self._own_replica_dir = tempfile.mkdtemp(
-                        prefix="skyshard-replicas-")
-                config[replicas.CONFIG_KEY] = str(Path(replica_dir).resolve())
-            with dask.config.set(config):  # the nannies pass it on to their workers
-                self._cluster = LocalCluster(n_workers=n, threads_per_worker=1,
-                                             processes=True, dashboard_address=None)
-            self.client = Client(self._cluster, set_as_default=False, direct_to_workers=True)
+            self._cluster = LocalDaskCluster(workers or os.cpu_count() or 1,
+                                             placement=placement, replica_dir=replica_dir)
+            threads = threads or self._cluster.threads
+            memory_limit = memory_limit or self._cluster.memory_limit
+            self.client = Client(self._cluster.cluster, set_as_default=False,
+                                 direct_to_workers=True)
         self.spec = EngineSpec(dirs, threads, memory_limit, options_json)
         self.engine = engine if engine is not None else Engine(dirs, storage_options=options)
         try:
@@ -612,9 +669,6 @@ class DaskExecutor:
                 except Exception:  # noqa: BLE001 - closing what may already be dead
                     pass
         self._cluster = None
-        if self._own_replica_dir is not None:
-            shutil.rmtree(self._own_replica_dir, ignore_errors=True)
-            self._own_replica_dir = None
 
     def __enter__(self) -> DaskExecutor:
         return self
@@ -755,8 +809,11 @@ def _check_placement_options(placement: str, replication: int | None,
                         f"many workers, not {n}")
 
 
-def _connect(address: str, timeout: float) -> Client:
+def _connect(address: str, timeout: float, *, direct: bool = False) -> Client:
     try:
+        if direct:  # a cluster on this machine: results straight from the workers
+            return Client(address, timeout=timeout, set_as_default=False,
+                          direct_to_workers=True)
         return Client(address, timeout=timeout, set_as_default=False)
     except Exception as exc:
         raise ExternalError(f"cannot connect to the Dask scheduler at {address!r}: "
@@ -780,6 +837,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-__all__ = ["Batch", "DaskExecutor", "EngineSpec", "MissingFiles", "ReplicaBatch",
+__all__ = ["Batch", "DaskExecutor", "EngineSpec", "LocalDaskCluster", "MissingFiles",
+           "ReplicaBatch",
            "ReplicaSpec", "balanced_groups", "plan_batches", "replica_batches",
            "run_batch", "run_replica_batch", "split_batches", "worker_engine"]

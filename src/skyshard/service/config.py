@@ -30,6 +30,14 @@ A TOML file (all keys optional; command-line options override it)::
     result_ttl_s = 3600          # async results are deleted after this
     history = 1000               # finished queries remembered
 
+    [cluster]                    # run queries on Dask (default: in this process)
+    workers = 4                  # start a local cluster of 4 worker processes, or
+    scheduler = "tcp://host:8786"  # use an existing one (not both)
+    placement = "shared"         # or "replicas": partitions copied to the workers' disks
+    replication = 2              # copies of each partition (placement = "replicas")
+    local_interactive = true     # interactive queries in this process (default: true for
+                                 # "shared", false for "replicas"); scans always on Dask
+
 Secrets are kept hashed (passwords as MySQL's double SHA1, tokens as SHA-256) and never
 appear in ``describe()``.
 """
@@ -96,6 +104,50 @@ class Credentials:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """Where queries run: a Dask cluster (``workers``: a local one started by the server;
+    ``scheduler``: an existing one), or nowhere but this process (neither given).
+
+    Full scans always run on the cluster. Interactive queries (at most
+    ``Limits.interactive_partitions`` partitions) run in this process when
+    ``local_interactive``: a Dask round trip costs more than such a query. That needs the
+    catalog files here, which shared storage gives; the default is True for
+    ``placement="shared"`` and False for ``"replicas"`` (None: that default).
+    """
+
+    workers: int | None = None
+    scheduler: str | None = None
+    placement: str = "shared"
+    replication: int | None = None
+    local_interactive: bool | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.workers is not None or self.scheduler is not None
+
+    @property
+    def interactive_in_process(self) -> bool:
+        """Whether interactive queries run in this process."""
+        if not self.enabled:
+            return True
+        if self.local_interactive is not None:
+            return self.local_interactive
+        return self.placement == "shared"
+
+    def describe(self) -> str:
+        """One line for the log: where queries run."""
+        if not self.enabled:
+            return "queries run in this process (no Dask cluster)"
+        where = (f"a local Dask cluster of {self.workers} worker process(es)"
+                 if self.workers is not None else f"the Dask cluster at {self.scheduler}")
+        placed = ("shared storage" if self.placement == "shared" else
+                  f"replicas on the workers' disks (replication "
+                  f"{self.replication or 'as recorded, default 2'})")
+        small = ("in this process" if self.interactive_in_process else "on the cluster too")
+        return f"full scans run on {where}, {placed}; interactive queries run {small}"
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     catalog: Path | str  # a folder, or a URL (storage.remote)
     host: str = "127.0.0.1"
@@ -105,6 +157,7 @@ class ServiceConfig:
     results_dir: Path | None = None
     credentials: Credentials = field(default_factory=Credentials)
     limits: Limits = field(default_factory=Limits)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def describe(self) -> str:
         """One line for the log: no secrets, only how many."""
@@ -134,11 +187,14 @@ def load(path: str | Path | None = None, *, catalog: str | Path | None = None,
          host: str | None = None, mysql_port: int | None = None,
          http_port: int | None = None, users: Sequence[str] = (), tokens: Sequence[str] = (),
          allow_anonymous: bool = False, anonymous_tap: bool = False,
-         results_dir: str | Path | None = None, limits: dict | None = None) -> ServiceConfig:
+         results_dir: str | Path | None = None, limits: dict | None = None,
+         cluster: dict | None = None) -> ServiceConfig:
     """The file at ``path`` (if any) with the command-line values on top.
 
     ``users`` are ``NAME:PASSWORD``; ``tokens`` are ``TOKEN`` (owned by user ``token``)
-    or ``NAME:TOKEN``.
+    or ``NAME:TOKEN``. ``limits`` and ``cluster``: keys of ``[limits]`` and ``[cluster]``
+    (None values are not given). A ``workers`` or ``scheduler`` given here replaces the
+    file's choice of either.
     """
     data: dict = {}
     if path is not None:
@@ -147,7 +203,7 @@ def load(path: str | Path | None = None, *, catalog: str | Path | None = None,
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"{path}: {exc}") from exc
     known = {"catalog", "host", "mysql_port", "http_port", "database", "results_dir",
-             "allow_anonymous", "anonymous_tap", "users", "tokens", "limits"}
+             "allow_anonymous", "anonymous_tap", "users", "tokens", "limits", "cluster"}
     _no_unknown(data, known, str(path))
     passwords = {str(k): _stored_password(str(v)) for k, v in data.get("users", {}).items()}
     token_map = {_token_hash(str(v)): str(k) for k, v in data.get("tokens", {}).items()}
@@ -171,6 +227,7 @@ def load(path: str | Path | None = None, *, catalog: str | Path | None = None,
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"[limits]: {exc}") from exc
     _check_limits(limit_values)
+    cluster_values = _cluster(data.get("cluster", {}), cluster or {})
     root = catalog if catalog is not None else data.get("catalog")
     if root is None:
         raise ConfigError("no catalog: give --catalog DIR or catalog = ... in the config file")
@@ -191,6 +248,7 @@ def load(path: str | Path | None = None, *, catalog: str | Path | None = None,
         results_dir=Path(out_dir) if out_dir else None,
         credentials=creds,
         limits=limit_values,
+        cluster=cluster_values,
     )
 
 
@@ -203,6 +261,61 @@ def _check_limits(limits: Limits) -> None:
                           f"not {limits.interactive_partitions}")
     if not 0 <= limits.scan_nice <= 19:
         raise ConfigError(f"[limits]: scan_nice must be between 0 and 19, not {limits.scan_nice}")
+
+
+def _cluster(table: object, given: dict) -> ClusterConfig:
+    """``[cluster]`` of the file with the command-line values on top, checked."""
+    if not isinstance(table, dict):
+        raise ConfigError("[cluster] must be a table")
+    values = dict(table)
+    _no_unknown(values, {f.name for f in fields(ClusterConfig)}, "[cluster]")
+    given = {k: v for k, v in given.items() if v is not None}
+    _no_unknown(given, {f.name for f in fields(ClusterConfig)}, "cluster options")
+    if "workers" in given or "scheduler" in given:  # the command line chooses the cluster
+        values.pop("workers", None)
+        values.pop("scheduler", None)
+    values.update(given)
+    workers, scheduler = values.get("workers"), values.get("scheduler")
+    if workers is not None and scheduler is not None:
+        raise ConfigError("[cluster]: give workers (start a local Dask cluster) or scheduler "
+                          "(use an existing one), not both")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 1):
+        raise ConfigError(f"[cluster]: workers must be a whole number of at least 1, "
+                          f"not {workers!r}")
+    if scheduler is not None and (not isinstance(scheduler, str) or "://" not in scheduler):
+        raise ConfigError(f"[cluster]: scheduler must be an address such as "
+                          f"tcp://HOST:8786, not {scheduler!r}")
+    placement = values.get("placement", "shared")
+    if placement not in ("shared", "replicas"):
+        raise ConfigError(f"[cluster]: placement must be 'shared' or 'replicas', "
+                          f"not {placement!r}")
+    replication = values.get("replication")
+    if replication is not None:
+        if isinstance(replication, bool) or not isinstance(replication, int) or replication < 1:
+            raise ConfigError(f"[cluster]: replication must be a whole number of at least 1, "
+                              f"not {replication!r}")
+        if placement != "replicas":
+            raise ConfigError("[cluster]: replication needs placement = \"replicas\"")
+        if workers is not None and replication > workers:
+            raise ConfigError(f"[cluster]: replication {replication} needs at least as many "
+                              f"workers, not {workers}")
+    local = values.get("local_interactive")
+    if local is not None and not isinstance(local, bool):
+        raise ConfigError(f"[cluster]: local_interactive must be true or false, not {local!r}")
+    if workers is None and scheduler is None:
+        extra = sorted(k for k, v in values.items() if k not in ("workers", "scheduler")
+                       and (k, v) != ("placement", "shared"))
+        if extra:
+            raise ConfigError(f"[cluster]: {', '.join(extra)} need workers or scheduler "
+                              "(a Dask cluster)")
+        return ClusterConfig()
+    if placement == "replicas" and workers is not None and replication is None and workers < 2:
+        raise ConfigError("[cluster]: placement = \"replicas\" keeps 2 copies of each "
+                          f"partition by default: give at least 2 workers, not {workers}, "
+                          "or replication = 1")
+    return ClusterConfig(workers=workers, scheduler=scheduler, placement=placement,
+                         replication=replication, local_interactive=local)
 
 
 def _token_hash(token: str) -> str:

@@ -11,6 +11,18 @@ once, from a thread of lowered priority, for full scans (``queries``: the scan l
 that the scans' DuckDB worker threads run at that priority too. Director indexes are
 loaded before the ports open, not by the first id lookup (seconds at 10^7 rows), and
 the memory Arrow's pool kept from loading them is handed back to the system.
+
+With a ``[cluster]`` (``ClusterConfig``) both databases run on one Dask cluster: the
+server starts a local one once (``workers``) or connects to ``scheduler``, and opens
+both with ``scheduler=`` it (``Database`` then starts no cluster of its own). Scans
+always run there; interactive queries run in this process when ``local_interactive``
+(then the interactive database is an ordinary embedded one and the local cluster's
+workers are started ``scan_nice`` lower, as the scan lane's threads would be).
+Stopping the server closes both databases' Dask clients, then the local cluster, whose
+nannies stop their worker processes. A cancelled or timed-out query's client gets its
+error at once, as without a cluster; its Dask tasks are not interrupted: they run to
+their end on the workers and their results are dropped (only the merge, in this
+process, is interrupted).
 """
 
 from __future__ import annotations
@@ -31,6 +43,7 @@ from mysql_mimic.errors import MysqlError
 
 from skyshard.service import priority
 from skyshard.service.config import ServiceConfig
+from skyshard.service.errors import ConfigError
 from skyshard.service.http import create_app
 from skyshard.service.mysql import MysqlFrontend
 from skyshard.service.queries import QueryService
@@ -65,23 +78,25 @@ class _Uvicorn(uvicorn.Server):
 
 class Server:
     def __init__(self, config: ServiceConfig, db: Any = None) -> None:
-        import skyshard
-
+        """Open the catalog (twice, see the module docstring) and, with a ``[cluster]``,
+        the Dask cluster; a ``db`` given is used for both lanes as it is."""
         _quiet_mimic()
         pa.table({"x": [0]})  # pyarrow imports pandas on first use: at start, not in a query
         self.config = config
         self._owned: list[Any] = []
-        if db is None:
-            db = skyshard.open(config.catalog)
-            self._owned.append(db)
-            scan_db = priority.run_lowered(lambda: skyshard.open(config.catalog),
-                                           config.limits.scan_nice)
-            self._owned.append(scan_db)
-        else:
-            scan_db = None
-        self.db = db
-        self.database = config.database or self.db.meta.name
-        preload_indexes(self.db)
+        #: the local Dask cluster this server started (``[cluster] workers``), if any
+        self.cluster: Any = None
+        try:
+            if db is None:
+                db, scan_db = self._open()
+            else:
+                scan_db = None
+            self.db = db
+            self.database = config.database or self.db.meta.name
+            preload_indexes(self.db)
+        except BaseException:
+            self.close()
+            raise
         pa.default_memory_pool().release_unused()  # what loading them held (~0.5 GB at 10^7)
         self.service = QueryService(self.db, config.limits, results_dir=config.results_dir,
                                     scan_db=scan_db)
@@ -94,6 +109,61 @@ class Server:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._failure: BaseException | None = None
+
+    def _open(self) -> tuple[Any, Any]:
+        """The interactive and the scan database (and the local cluster, if asked)."""
+        import skyshard
+
+        cfg, cluster = self.config, self.config.cluster
+        nice = cfg.limits.scan_nice
+
+        def open_db(**options: Any) -> Any:
+            db = skyshard.open(cfg.catalog, **options)
+            self._owned.append(db)
+            return db
+
+        if not cluster.enabled:
+            return open_db(), priority.run_lowered(open_db, nice)
+        try:
+            from skyshard.dispatch.dask_executor import LocalDaskCluster
+        except ImportError as exc:
+            raise ConfigError("[cluster] needs Dask: pip install 'dask[distributed]'") from exc
+        target: Any = cluster.scheduler
+        if cluster.workers is not None:
+            def start() -> Any:
+                return LocalDaskCluster(cluster.workers, placement=cluster.placement)
+
+            started = time.perf_counter()
+            # Running scans only, its workers yield to the interactive lane like scan threads.
+            self.cluster = (priority.run_lowered(start, nice) if cluster.interactive_in_process
+                            else start())
+            target = self.cluster
+            log.info("local Dask cluster of %d worker process(es) at %s, started in %.1f s",
+                     cluster.workers, self.cluster.address, time.perf_counter() - started)
+        on_cluster = {"scheduler": target, "placement": cluster.placement,
+                      "replication": cluster.replication}
+        scan_db = priority.run_lowered(lambda: open_db(**on_cluster), nice)
+        db = open_db() if cluster.interactive_in_process else open_db(**on_cluster)
+        for each in {id(db): db, id(scan_db): scan_db}.values():
+            if hasattr(each.executor, "timeout"):
+                # A query past its time limit has its error already; if its Dask tasks
+                # never answer, its lane thread stops waiting for them at the latest then.
+                each.executor.timeout = cfg.limits.timeout_s
+        return db, scan_db
+
+    def close(self) -> None:
+        """Close the databases this server opened (their Dask clients), then stop the
+        local cluster it started; idempotent (``run`` and ``stop`` call it)."""
+        owned, self._owned = self._owned, []
+        for db in owned:
+            try:
+                db.close()
+            except Exception as exc:  # noqa: BLE001 - closing the rest matters more
+                log.warning("closing %s: %s", getattr(db, "root", db), exc)
+        cluster, self.cluster = self.cluster, None
+        if cluster is not None:
+            cluster.close()
+            log.info("local Dask cluster stopped")
 
     def run(self) -> None:
         """Serve in this thread until interrupted."""
@@ -114,7 +184,7 @@ class Server:
             raise RuntimeError("the server did not start") from self._failure
         return self
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
         if self._http is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(setattr, self._http, "should_exit", True)
         if self._thread is not None:
@@ -141,6 +211,7 @@ class Server:
         log.info("HTTP on http://%s:%d (API description at /openapi.json)",
                  cfg.host, self.http_port)
         log.info("%s", cfg.describe())
+        log.info("%s", self._where())
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._loop.add_signal_handler(sig, self._on_signal, sig)
@@ -157,9 +228,16 @@ class Server:
             await self.mysql.close()
             self.service.close()
             sock.close()
-            for db in self._owned:
-                db.close()
+            await asyncio.to_thread(self.close)  # Dask's close blocks: not on this loop
             log.info("stopped")
+
+    def _where(self) -> str:
+        """Where queries run, for the log."""
+        cluster = self.config.cluster
+        if not cluster.enabled:
+            return cluster.describe()
+        address = self.cluster.address if self.cluster is not None else cluster.scheduler
+        return f"{cluster.describe()} (scheduler {address})"
 
 
 def preload_indexes(db: Any) -> None:
