@@ -209,6 +209,30 @@ def test_parallel_adds_in_one_transaction(catalog, parts):
     assert scan_count(catalog) == 6000
 
 
+def test_one_add_reads_several_files_at_once(catalog, parts):
+    st = tx.begin(catalog, "Object", options=OPTS)
+    got = tx.add(catalog, st.id, parts[1:], parallel=3)
+    assert [c.source for c in got] == [str(p) for p in parts[1:]]  # the order given
+    assert sum(c.rows for c in got) == 4500
+    tx.commit(catalog, st.id)
+    assert scan_count(catalog) == 6000
+
+
+def test_a_bad_file_among_parallel_reads_is_named_and_leaves_no_trace(catalog, parts, tmp_path):
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"objectId": [1, 2], "ra": [10.0, 11.0], "decl": [95.0, 0.0]}), bad)
+    st = tx.begin(catalog, "Object", options=OPTS)
+    with pytest.raises(InputError, match="bad.parquet"):
+        tx.add(catalog, st.id, [parts[1], bad, parts[2]], parallel=2)
+    txn_dir = catalog / tx.TRANSACTIONS / st.id
+    assert not list(txn_dir.glob("*.tmp"))  # the failed contribution was removed
+    kept = tx.status(catalog, st.id).contributions
+    assert {c.source for c in kept} <= {str(parts[1]), str(parts[2])}
+    assert str(parts[1]) in {c.source for c in kept}  # started before the bad one, finished
+    tx.abort(catalog, st.id)
+    assert not txn_dir.exists()
+
+
 def test_status_reports_running_work(catalog):
     st = tx.begin(catalog, "Object", options=OPTS)
     running = catalog / tx.TRANSACTIONS / st.id / "c000009.tmp"

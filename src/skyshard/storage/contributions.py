@@ -175,7 +175,7 @@ def spool(dest: Path, path: Path, display: str, fmt_name: str, spec: TableSpec,
                 batch = with_healpix(batch, None)
             if writer is None:
                 writer = pq.ParquetWriter(dest / SPOOL, batch.schema, compression="snappy",
-                                          use_dictionary=False)
+                                          use_dictionary=False, write_statistics=False)
             writer.write_batch(batch)
             rows += batch.num_rows
             progress.update(batch.num_rows, nbytes=0)

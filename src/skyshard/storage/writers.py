@@ -104,7 +104,10 @@ class PartitionWriter:
                               "Npix": self.pixels[parts], layout.HEALPIX_COLUMN: h[ok]})
             if self._index_writer is None:
                 assert self.index_spool is not None
-                self._index_writer = pq.ParquetWriter(self.index_spool, piece.schema)
+                # a scratch file read once: unique keys gain nothing from dictionaries
+                self._index_writer = pq.ParquetWriter(self.index_spool, piece.schema,
+                                                      use_dictionary=False,
+                                                      write_statistics=False)
             self._index_writer.write_table(piece)
         return table, h, idx
 
