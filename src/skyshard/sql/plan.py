@@ -25,7 +25,8 @@ from sqlglot import exp
 from skyshard.catalog.model import MAX_ORDER, CatalogMeta, Partition, TableInfo, TableKind
 from skyshard.errors import InternalError, UnsupportedQueryError
 from skyshard.sql.analyze import Analysis, KeyConstraint, analyze
-from skyshard.sql.dialect import QservDialect, to_duckdb
+from skyshard.sql.dialect import to_duckdb
+from skyshard.sql.names import output_names
 from skyshard.sql.parse import parse
 from skyshard.sql.split import NotSplittable, Split, split
 from skyshard.sql.variables import NoResult
@@ -202,7 +203,7 @@ def plan(sql: str, catalog: CatalogMeta, root: Path, key_lookup: KeyLookup, *,
     if not isinstance(tree, exp.Query):
         raise InternalError(f"cannot plan a {type(tree).__name__} statement")
     a = analyze(sql, tree, catalog)
-    names = _output_names(a.tree)
+    names = output_names(tree, a.tree, sql)
     chosen, healpix, group, considered, refusal = _choose_partitions(a, key_lookup)
     _check_cross_product(a, chosen)
     return QueryPlan(sql=sql, analysis=a, names=names, chosen=chosen, healpix=healpix,
@@ -359,20 +360,6 @@ def _healpix_filter(regions: list, values: set[int] | None, *, orphans: bool) ->
 
 def _unalias(e: exp.Expression) -> exp.Expression:
     return e.this if isinstance(e, exp.Alias) else e
-
-
-def _output_names(tree: exp.Expression) -> list[str] | None:
-    if not isinstance(tree, exp.Select):
-        return None
-    names = []
-    for e in tree.expressions:
-        if isinstance(e, exp.Alias):
-            names.append(e.alias)
-        elif isinstance(e, exp.Column) and not isinstance(e.this, exp.Star):
-            names.append(e.name)
-        else:
-            names.append(e.sql(dialect=QservDialect))
-    return names
 
 
 __all__ = ["QueryPlan", "plan", "InternalError"]
