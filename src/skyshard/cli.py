@@ -8,7 +8,8 @@
     skyshard sql --catalog CATALOG_DIR "SELECT ..." [--format table|csv|json|parquet]
     skyshard tables CATALOG_DIR
     skyshard upload CATALOG_DIR s3://BUCKET/PREFIX   (then: sql/serve --catalog s3://...)
-    skyshard replicas place|check|repair CATALOG_DIR --scheduler ADDR   (shared-nothing)
+    skyshard replicas place|check|repair|rebalance CATALOG_DIR --scheduler ADDR
+    skyshard replicas drain CATALOG_DIR WORKER... --scheduler ADDR   (shared-nothing)
 
 Errors that are the user's to fix print one line, ``error: ...``, and exit with status 2;
 anything else is a bug and keeps its traceback.
@@ -577,7 +578,9 @@ def replicas() -> None:
     Workers keep their copies below the directory in their Dask config
     skyshard.replicas.directory (DASK_SKYSHARD__REPLICAS__DIRECTORY=DIR) and need a
     fixed --name. The placement is recorded in CATALOG_DIR/replicas.json. Exit status 1
-    when something is missing, corrupt or could not be copied."""
+    when something is missing, corrupt or could not be copied.
+
+    After workers join: rebalance. Before workers leave: drain them."""
 
 
 @replicas.command("place")
@@ -629,6 +632,65 @@ def replicas_repair(catalog_dir, scheduler, workers, replica_dir, expect_workers
         _await_workers(client, expect_workers, wait_s)
         report = rep.repair(client, catalog_dir, replication=replication)
     _replica_report(report, quiet, "repair")
+
+
+def _grace_option(f):
+    return click.option(
+        "--grace", "grace_s", type=click.FloatRange(min=0), default=5.0, show_default=True,
+        help="seconds between recording the new placement and removing the copies it no "
+             "longer names (each worker's also waits for the queries it was running)")(f)
+
+
+@replicas.command("rebalance")
+@click.argument("catalog_dir", type=click.Path(file_okay=False, exists=True))
+@_cluster_options
+@click.option("--replication", type=click.IntRange(min=1), default=None,
+              help="copies of each partition [as recorded, else 2]")
+@_grace_option
+@click.option("--quick", is_flag=True,
+              help="trust existing copies of the right size (skip their checksums)")
+@click.option("--quiet", is_flag=True, help="print the summary only")
+def replicas_rebalance(catalog_dir, scheduler, workers, replica_dir, expect_workers, wait_s,
+                       replication, grace_s, quick, quiet) -> None:
+    """Place what is missing, then even the partitions out over every live worker.
+
+    Moves the fewest copies (bytes per worker within 10 % of the mean where partition
+    sizes allow): new copies first, then the record, then the surplus copies go.
+    Queries keep running throughout. Run it after workers join."""
+    from skyshard.dispatch import replicas as rep
+
+    with rep.connect(scheduler, workers=workers, replica_dir=replica_dir) as client:
+        _await_workers(client, expect_workers, wait_s)
+        report = rep.rebalance(client, catalog_dir, replication=replication,
+                               checksum=not quick, grace_s=grace_s)
+    _replica_report(report, quiet, "rebalance")
+
+
+@replicas.command("drain")
+@click.argument("catalog_dir", type=click.Path(file_okay=False, exists=True))
+@click.argument("names", metavar="WORKER...", nargs=-1, required=True)
+@_cluster_options
+@click.option("--replication", type=click.IntRange(min=1), default=None,
+              help="copies of each partition [as recorded]")
+@_grace_option
+@click.option("--quick", is_flag=True,
+              help="trust existing copies of the right size (skip their checksums)")
+@click.option("--quiet", is_flag=True, help="print the summary only")
+def replicas_drain(catalog_dir, names, scheduler, workers, replica_dir, expect_workers, wait_s,
+                   replication, grace_s, quick, quiet) -> None:
+    """Move every copy off the named workers (Dask worker names, or NAME,NAME) onto the
+    others, keeping the replication factor; then they can be removed.
+
+    Refused, changing nothing, when fewer workers would remain than the replication
+    factor. Exit status 0 once no drained worker holds anything the placement names."""
+    from skyshard.dispatch import replicas as rep
+
+    drained = [n for arg in names for n in arg.split(",") if n.strip()]
+    with rep.connect(scheduler, workers=workers, replica_dir=replica_dir) as client:
+        _await_workers(client, expect_workers, wait_s)
+        report = rep.drain(client, catalog_dir, drained, replication=replication,
+                           checksum=not quick, grace_s=grace_s)
+    _replica_report(report, quiet, "drain")
 
 
 if __name__ == "__main__":

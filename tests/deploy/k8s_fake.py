@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from skyshard.deploy.render import key
@@ -32,6 +33,12 @@ class FakeCluster:
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str, str, str], dict[str, Any]] = {}
         self.calls: list[tuple[str, str]] = []
+        self.created = 0  # the API server stamps each new object's creation time
+
+    def _stamp(self) -> str:
+        self.created += 1
+        moment = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=self.created)
+        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
     # --- the protocol ---
     def apply(self, obj: Mapping[str, Any]) -> None:
@@ -43,6 +50,8 @@ class FakeCluster:
         if old is None or old.get("spec") != new.get("spec"):
             generation += 1
         new["metadata"]["generation"] = generation
+        new["metadata"]["creationTimestamp"] = (
+            old["metadata"]["creationTimestamp"] if old is not None else self._stamp())
         if old is not None and "status" in old:
             new["status"] = old["status"]
         self.objects[k] = new
@@ -54,6 +63,7 @@ class FakeCluster:
             return False
         self.calls.append(("create", f"{k[1]}/{k[3]}"))
         self.objects[k] = copy.deepcopy(dict(obj))
+        self.objects[k]["metadata"]["creationTimestamp"] = self._stamp()
         return True
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict | None:

@@ -98,8 +98,9 @@ def test_scale_up_starts_the_rebalance_job_and_reports_progressing(memo, events)
     body, patch = scale(memo, 2, 5, 2)
     assert memo.cluster.find("StatefulSet", "sky-worker")["spec"]["replicas"] == 5
     job = memo.cluster.find("Job", "sky-rebalance-2")
-    assert job is not None and "--expect-workers" in job["spec"]["template"]["spec"][
-        "containers"][0]["command"]
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[4:7] == ["skyshard", "replicas", "rebalance"]
+    assert command[command.index("--expect-workers") + 1] == "5"
     assert events[-1][:2] == ("Normal", "RebalanceStarted") and "2 -> 5" in events[-1][2]
     status = status_of(patch)
     assert "sky-rebalance-2" in status["rebalance"] and status["observedGeneration"] == 2
@@ -113,21 +114,75 @@ def test_scale_up_starts_the_rebalance_job_and_reports_progressing(memo, events)
     assert condition(status_of(timer), "Available") == ("True", "Ready")
 
 
-def test_scale_down_job_success_then_available(memo, events):
+def timer(memo, body, status) -> dict:
+    """One run of the 15 s timer; the status it would show."""
+    patch = kopf.Patch()
+    operator.refresh_status(body={**body, "status": status}, memo=memo, patch=patch,
+                            logger=LOG)
+    return {**status, **status_of(patch)}
+
+
+def test_scale_down_drains_then_shrinks(memo, events):
     operator.reconcile_resource(body=resource({"workers": 3}), memo=memo, patch=kopf.Patch(),
                                 logger=LOG)
-    body, patch = scale(memo, 3, 2, 2)
-    assert memo.cluster.find("StatefulSet", "sky-worker")["spec"]["replicas"] == 2
-    assert events[-1][1] == "RebalanceStarted" and "3 -> 2" in events[-1][2]
     roll_out(memo.cluster)
-    memo.cluster.finish_job("sky-rebalance-2", succeeded=True)
-    timer = kopf.Patch()
-    operator.refresh_status(body={**body, "status": status_of(patch)}, memo=memo,
-                            patch=timer, logger=LOG)
-    status = status_of(timer)
+    body, patch = scale(memo, 3, 2, 2)
+    # the StatefulSet keeps its 3 workers; the drain Job runs first
+    assert memo.cluster.find("StatefulSet", "sky-worker")["spec"]["replicas"] == 3
+    job = memo.cluster.find("Job", "sky-drain-2")
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[4:9] == ["skyshard", "replicas", "drain", "/data/catalog", "sky-worker-2"]
+    assert events[-1][:2] == ("Normal", "DrainStarted") and "3 -> 2" in events[-1][2]
+    status = status_of(patch)
+    assert condition(status, "Progressing") == ("True", "Draining")
+    assert "sky-drain-2" in status["rebalance"]
+    # the timer while it runs: nothing shrinks
+    status = timer(memo, body, status)
+    assert memo.cluster.find("StatefulSet", "sky-worker")["spec"]["replicas"] == 3
+    assert condition(status, "Progressing") == ("True", "Draining")
+    assert condition(status, "Available") == ("True", "Ready")
+    # it succeeded: the next timer shrinks the StatefulSet
+    memo.cluster.finish_job("sky-drain-2", succeeded=True)
+    status = timer(memo, body, status)
+    assert memo.cluster.find("StatefulSet", "sky-worker")["spec"]["replicas"] == 2
+    assert events[-1][:2] == ("Normal", "ScaledDown") and "sky-worker-2" in events[-1][2]
+    roll_out(memo.cluster)
+    status = timer(memo, body, status)
     assert {c["type"]: c["status"] for c in status["conditions"]} == {
         "Available": "True", "Progressing": "False", "Degraded": "False"}
-    assert status["rebalance"] == "workers 3 -> 2: Job sky-rebalance-2 succeeded"
+    assert status["rebalance"] == "workers 3 -> 2: Job sky-drain-2 succeeded"
+    assert status["workers"] == 2
+
+
+def test_a_failed_drain_blocks_the_scale_down_and_is_degraded(memo, events):
+    operator.reconcile_resource(body=resource({"workers": 3}), memo=memo, patch=kopf.Patch(),
+                                logger=LOG)
+    roll_out(memo.cluster)
+    body, patch = scale(memo, 3, 2, 2)
+    memo.cluster.finish_job("sky-drain-2", succeeded=False)
+    status = timer(memo, body, status_of(patch))
+    status = timer(memo, body, status)
+    assert memo.cluster.find("StatefulSet", "sky-worker")["spec"]["replicas"] == 3
+    assert condition(status, "Degraded") == ("True", "DrainFailed")
+    assert condition(status, "Progressing") == ("False", "DrainFailed")
+    assert [k for k in memo.cluster.kinds() if k.startswith("Job/")] == ["Job/sky-drain-2"]
+    # an update of the resource does not shrink it either
+    operator.reconcile_resource(body=body, memo=memo, patch=kopf.Patch(), logger=LOG)
+    assert memo.cluster.find("StatefulSet", "sky-worker")["spec"]["replicas"] == 3
+    # a request runs the drain again
+    requested = {**body, "metadata": {**body["metadata"], "annotations": {
+        operator.reconcile.REQUEST_ANNOTATION: "retry"}}}
+    again = kopf.Patch()
+    operator.rebalance_requested(old=None, new="retry", body=requested, memo=memo,
+                                 patch=again, logger=LOG)
+    assert events[-1][1] == "DrainStarted"
+    (job,) = [k for k in memo.cluster.kinds() if k.startswith("Job/")]
+    assert job.startswith("Job/sky-drain-2-")
+    assert condition(status_of(again), "Degraded") == ("False", "AsExpected")
+    assert condition(status_of(again), "Progressing") == ("True", "Draining")
+    memo.cluster.finish_job(job.split("/")[1], succeeded=True)
+    timer(memo, requested, status_of(again))
+    assert memo.cluster.find("StatefulSet", "sky-worker")["spec"]["replicas"] == 2
 
 
 def test_job_failure_is_degraded_until_a_new_rebalance(memo, events):
@@ -162,13 +217,16 @@ def test_shared_s3_storage_runs_no_job(memo, events):
     assert not [k for k in memo.cluster.kinds() if k.startswith("Job/")]
     assert events[-1][:2] == ("Normal", "RebalanceNotNeeded")
     assert "no data has to move" in status_of(patch)["rebalance"]
+    scale(memo, 4, 1, 3, **s3)  # down: at once, nothing to drain
+    assert memo.cluster.find("StatefulSet", "sky-worker")["spec"]["replicas"] == 1
+    assert not [k for k in memo.cluster.kinds() if k.startswith("Job/")]
 
 
 def test_a_running_older_job_makes_the_handler_retry(memo, events):
     scale(memo, 2, 3, 2)
     memo.cluster.start_job_pod("sky-rebalance-2")
     body = resource({"workers": 4}, generation=3)
-    with pytest.raises(kopf.TemporaryError, match="earlier rebalance Job") as info:
+    with pytest.raises(kopf.TemporaryError, match="earlier replica Job") as info:
         operator.workers_changed(old=3, new=4, body=body, memo=memo, patch=kopf.Patch(),
                                  logger=LOG)
     assert info.value.delay == 15

@@ -128,11 +128,13 @@ def test_scale_up_starts_a_rebalance_job_for_the_new_worker_set():
     assert step.job == "sky-rebalance-2" and "2 -> 4" in step.message
     job = cluster.find("Job", "sky-rebalance-2")
     assert job_command(job) == [
-        "skyshard", "replicas", "place", "/data/catalog",
+        "skyshard", "replicas", "rebalance", "/data/catalog",
         "--scheduler", "tcp://sky-scheduler:8786", "--expect-workers", "4", "--wait", "900",
         "--replication", "2", "--quiet"]
     assert job["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
-    assert job["metadata"]["annotations"] == {"skyshard.io/rebalance-reason": "workers 2 -> 4"}
+    assert job["metadata"]["annotations"] == {"skyshard.io/rebalance-reason": "workers 2 -> 4",
+                                              "skyshard.io/rebalance-action": "rebalance"}
+    assert reconcile.advance(cluster, scaled) == []  # nothing waits for the timer
     # the workers keep their replicas on their own volume, where the Job's copies go
     (worker,) = cluster.find("StatefulSet", "sky-worker")["spec"]["template"]["spec"][
         "containers"]
@@ -142,20 +144,111 @@ def test_scale_up_starts_a_rebalance_job_for_the_new_worker_set():
         worker["volumeMounts"]
 
 
-def test_scale_down_shrinks_the_statefulset_before_the_job_places_on_the_rest():
-    """The documented order: the StatefulSet shrinks (update handler), then the Job
-    starts, and it waits for exactly the remaining workers before it copies anything."""
+def replicas_of(cluster: FakeCluster) -> int:
+    return cluster.find("StatefulSet", "sky-worker")["spec"]["replicas"]
+
+
+def test_scale_down_drains_first_and_shrinks_only_after_the_drain_succeeded():
+    """The documented order: the StatefulSet keeps its workers (the update handler's
+    apply), the drain Job empties the pods that go, and only its success lets the
+    timer shrink the StatefulSet."""
+    cluster = FakeCluster()
+    reconcile.apply(cluster, resource({"workers": 4, "replicationFactor": 2}))
+    shrunk = resource({"workers": 2, "replicationFactor": 2}, generation=2)
+    reconcile.apply(cluster, shrunk)
+    assert replicas_of(cluster) == 4
+    step = reconcile.rebalance(cluster, shrunk, 4, 2)
+    assert step is not None and step.reason == "DrainStarted" and step.job == "sky-drain-2"
+    assert "sky-worker-2, sky-worker-3" in step.message and "keeps 4 workers" in step.message
+    job = cluster.find("Job", "sky-drain-2")
+    assert job_command(job) == [
+        "skyshard", "replicas", "drain", "/data/catalog", "sky-worker-2", "sky-worker-3",
+        "--scheduler", "tcp://sky-scheduler:8786", "--expect-workers", "4", "--wait", "900",
+        "--replication", "2", "--quiet"]
+    assert job["metadata"]["annotations"] == {
+        "skyshard.io/rebalance-reason": "workers 4 -> 2",
+        "skyshard.io/rebalance-action": "drain",
+        "skyshard.io/drained-workers": "sky-worker-2,sky-worker-3"}
+    # running: nothing shrinks, whoever applies (the timer, an update of the image)
+    assert reconcile.advance(cluster, shrunk) == []
+    reconcile.apply(cluster, resource({"workers": 2, "replicationFactor": 2,
+                                       "image": "skyshard:2"}, generation=3))
+    assert replicas_of(cluster) == 4
+    cluster.finish_job("sky-drain-2", succeeded=True)
+    steps = reconcile.advance(cluster, shrunk)
+    assert [s.reason for s in steps] == ["ScaledDown"]
+    assert "sky-worker-2, sky-worker-3" in steps[0].message and "4 -> 2" in steps[0].message
+    assert replicas_of(cluster) == 2
+    applied = [name for verb, name in cluster.calls if verb == "apply"]
+    last_sts = max(i for i, n in enumerate(applied) if n == "StatefulSet/sky-worker")
+    assert applied.index("Job/sky-drain-2") < last_sts
+    assert reconcile.advance(cluster, shrunk) == []  # done
+    reconcile.apply(cluster, shrunk)
+    assert replicas_of(cluster) == 2
+
+
+def test_a_failed_drain_keeps_the_workers_until_a_request_runs_it_again():
     cluster = FakeCluster()
     reconcile.apply(cluster, resource({"workers": 3}))
     shrunk = resource({"workers": 2}, generation=2)
     reconcile.apply(cluster, shrunk)
     reconcile.rebalance(cluster, shrunk, 3, 2)
-    applied = [name for verb, name in cluster.calls if verb == "apply"]
-    assert applied.index("Job/sky-rebalance-2") > max(
-        i for i, n in enumerate(applied) if n == "StatefulSet/sky-worker")
-    assert cluster.find("StatefulSet", "sky-worker")["spec"]["replicas"] == 2
-    command = job_command(cluster.find("Job", "sky-rebalance-2"))
-    assert command[command.index("--expect-workers") + 1] == "2"
+    cluster.finish_job("sky-drain-2", succeeded=False)
+    assert reconcile.advance(cluster, shrunk) == []  # no shrink, no new Job by itself
+    reconcile.apply(cluster, shrunk)
+    assert replicas_of(cluster) == 3
+    assert [k for k in cluster.kinds() if k.startswith("Job/")] == ["Job/sky-drain-2"]
+    step = reconcile.start_rebalance(cluster, shrunk, "requested", request="again")
+    assert step.reason == "DrainStarted" and step.job.startswith("sky-drain-2-")
+    cluster.finish_job(step.job, succeeded=True)
+    assert [s.reason for s in reconcile.advance(cluster, shrunk)] == ["ScaledDown"]
+    assert replicas_of(cluster) == 2
+
+
+def test_the_timer_starts_a_drain_that_is_missing():
+    """E.g. the operator restarted between the update and the field handler."""
+    cluster = FakeCluster()
+    reconcile.apply(cluster, resource({"workers": 3}))
+    shrunk = resource({"workers": 1}, generation=4)
+    reconcile.apply(cluster, shrunk)
+    (step,) = reconcile.advance(cluster, shrunk)
+    assert step.reason == "DrainStarted" and "workers 3 -> 1" in step.message
+    assert job_command(cluster.find("Job", "sky-drain-4"))[4:6] == ["sky-worker-1",
+                                                                    "sky-worker-2"]
+    assert reconcile.advance(cluster, shrunk) == []  # it runs: wait
+    pod = cluster.start_job_pod("sky-drain-4")
+    cluster.finish_job("sky-drain-4", succeeded=True)
+    cluster.delete("v1", "Pod", NS, pod)
+    assert [s.reason for s in reconcile.advance(cluster, shrunk)] == ["ScaledDown"]
+
+
+def test_a_drain_of_more_workers_than_go_is_followed_by_a_rebalance():
+    """4 -> 2 drained sky-worker-2 and -3, then spec.workers became 3 before the shrink:
+    the StatefulSet shrinks to 3 (sky-worker-3 is empty), and sky-worker-2, emptied but
+    staying, gets copies again from a rebalance Job."""
+    cluster = FakeCluster()
+    reconcile.apply(cluster, resource({"workers": 4}))
+    reconcile.apply(cluster, resource({"workers": 2}, generation=2))
+    reconcile.rebalance(cluster, resource({"workers": 2}, generation=2), 4, 2)
+    cluster.finish_job("sky-drain-2", succeeded=True)
+    three = resource({"workers": 3}, generation=3)
+    steps = reconcile.advance(cluster, three)
+    assert [s.reason for s in steps] == ["ScaledDown", "RebalanceStarted"]
+    assert replicas_of(cluster) == 3
+    assert job_command(cluster.find("Job", "sky-rebalance-3"))[:3] == [
+        "skyshard", "replicas", "rebalance"]
+
+
+def test_a_scale_down_undone_before_its_drain_finished():
+    cluster = FakeCluster()
+    reconcile.apply(cluster, resource({"workers": 3}))
+    reconcile.apply(cluster, resource({"workers": 2}, generation=2))
+    reconcile.rebalance(cluster, resource({"workers": 2}, generation=2), 3, 2)
+    back = resource({"workers": 3}, generation=3)
+    reconcile.apply(cluster, back)
+    step = reconcile.rebalance(cluster, back, 2, 3)
+    assert step.reason == "RebalanceStarted" and cluster.find("Job", "sky-drain-2") is None
+    assert replicas_of(cluster) == 3 and reconcile.advance(cluster, back) == []
 
 
 def test_shared_s3_storage_needs_no_rebalance():
@@ -166,6 +259,10 @@ def test_shared_s3_storage_needs_no_rebalance():
     assert step is not None and step.reason == "RebalanceNotNeeded" and step.job is None
     assert "whole catalog" in step.message and "2 -> 3" in step.message
     assert not [k for k in cluster.kinds() if k.startswith("Job/")]
+    # a scale-down shrinks at once: nothing to drain
+    reconcile.apply(cluster, resource({"workers": 1, "storage": S3_STORAGE}, generation=3))
+    assert replicas_of(cluster) == 1
+    assert reconcile.advance(cluster, resource({"workers": 1, "storage": S3_STORAGE})) == []
     (worker,) = cluster.find("StatefulSet", "sky-worker")["spec"]["template"]["spec"][
         "containers"]
     assert not any(e["name"].startswith("DASK_SKYSHARD") for e in worker["env"])
@@ -330,6 +427,42 @@ def test_status_degraded_when_the_rebalance_job_failed():
     assert "sky-rebalance-2" in message and "BackoffLimitExceeded" in message
     assert "kubectl logs job/sky-rebalance-2" in message
     assert status["rebalance"].startswith("workers 2 -> 3: Job sky-rebalance-2 failed")
+
+
+def test_status_while_a_scale_down_waits_for_its_drain():
+    cluster = FakeCluster()
+    reconcile.apply(cluster, resource({"workers": 3}))
+    roll_out_all(cluster)
+    body = resource({"workers": 2}, generation=2)
+    reconcile.apply(cluster, body)
+    waiting = reconcile.observe(cluster, body)
+    assert conditions(waiting)["Progressing"] == ("True", "Draining")
+    reconcile.rebalance(cluster, body, 3, 2)
+    running = reconcile.observe(cluster, body)
+    assert conditions(running) == {"Available": ("True", "Ready"),
+                                   "Progressing": ("True", "Draining"),
+                                   "Degraded": ("False", "AsExpected")}
+    message = next(c["message"] for c in running["conditions"] if c["type"] == "Progressing")
+    assert "keeps 3 workers" in message and "sky-drain-2 running" in message
+    assert running["rebalance"] == "workers 3 -> 2: Job sky-drain-2 running"
+
+    cluster.finish_job("sky-drain-2", succeeded=False)
+    failed = reconcile.observe(cluster, body)
+    assert conditions(failed) == {"Available": ("True", "Ready"),
+                                  "Progressing": ("False", "DrainFailed"),
+                                  "Degraded": ("True", "DrainFailed")}
+    message = next(c["message"] for c in failed["conditions"] if c["type"] == "Degraded")
+    assert "drain Job sky-drain-2 failed" in message and "keeps 3 workers" in message
+    assert "rebalance.skyshard.io/request" in message
+
+    cluster.finish_job("sky-drain-2", succeeded=True)
+    reconcile.advance(cluster, body)
+    roll_out_all(cluster)
+    done = reconcile.observe(cluster, body)
+    assert conditions(done) == {"Available": ("True", "Ready"),
+                                "Progressing": ("False", "RolledOut"),
+                                "Degraded": ("False", "AsExpected")}
+    assert done["workers"] == 2 and done["rebalance"].endswith("sky-drain-2 succeeded")
 
 
 def test_a_job_of_another_resource_of_the_same_name_is_not_ours():

@@ -39,7 +39,8 @@ def every_object() -> list[dict]:
     spec = pvc_spec()
     return (render(spec) + render(s3_spec()) + render(pvc_spec(networkPolicies=False))
             + [loader_pod(spec), rebalance_job(spec, 2, "workers 2 -> 3"),
-               rebalance_job(spec, 3, "requested", request="2026-01-01")]
+               rebalance_job(spec, 3, "requested", request="2026-01-01"),
+               rebalance_job(spec, 4, "workers 5 -> 3", drain_from=5)]
             + operator_manifests())
 
 

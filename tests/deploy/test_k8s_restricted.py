@@ -23,7 +23,8 @@ def all_objects() -> list[dict]:
     s3 = from_dict("sky", "astro", {"authSecretRef": {"name": "a"}, "storage": {
         "s3": {"url": "s3://b/c", "secretRef": {"name": "s"}}}})
     return (render(pvc) + render(s3)
-            + [loader_pod(pvc), rebalance_job(pvc, 1, "workers 2 -> 3")]
+            + [loader_pod(pvc), rebalance_job(pvc, 1, "workers 2 -> 3"),
+               rebalance_job(pvc, 2, "workers 4 -> 2", drain_from=4)]
             + operator_manifests())
 
 
@@ -93,7 +94,10 @@ def test_rebalance_job_pod_fields():
     """The Job's pod by name: restricted contexts, no token, no Secret, never restarted in
     place (the Job retries with new pods), a writable catalog mount and /tmp only."""
     pvc = from_dict("sky", "astro", {"authSecretRef": {"name": "a"}})
-    pod = rebalance_job(pvc, 7, "workers 3 -> 2")["spec"]["template"]["spec"]
+    drain = rebalance_job(pvc, 7, "workers 3 -> 2", drain_from=3)["spec"]["template"]["spec"]
+    pod = rebalance_job(pvc, 7, "workers 1 -> 2")["spec"]["template"]["spec"]
+    assert {k: v for k, v in drain.items() if k != "containers"} == \
+        {k: v for k, v in pod.items() if k != "containers"}
     assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": UID,
                                       "runAsGroup": UID, "fsGroup": UID,
                                       "seccompProfile": {"type": "RuntimeDefault"}}

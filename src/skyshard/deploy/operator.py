@@ -8,14 +8,17 @@ Handlers are thin: the decisions are in ``reconcile``. The API client is put in
 - create / update / resume: apply the rendered manifests (owner references set), prune
   what the spec no longer renders, create the auth Secret if there is none (random
   password; an existing Secret is never read), report the status;
-- ``spec.workers`` changed: the StatefulSet is already updated by the update handler
-  (it runs first); then the replica rebalance Job (pvc mode; ``reconcile`` has the
-  order and why). The annotation ``rebalance.skyshard.io/request`` set to a new value
-  starts one too (after loading a catalog, or after a failed Job);
+- ``spec.workers`` changed (pvc mode; ``reconcile`` has the order and why): a
+  scale-up has grown the StatefulSet already (the update handler runs first), and the
+  rebalance Job starts; a scale-down starts the drain Job of the pods that will go,
+  and the StatefulSet keeps them until it has succeeded. The annotation
+  ``rebalance.skyshard.io/request`` set to a new value starts the Job again (after
+  loading a catalog, or after a failed Job);
 - delete: owned objects go with the garbage collector; the workers' scratch claims are
   deleted here (best effort, no finalizer);
-- every 15 s: re-create a workload deleted by hand; the status from the workloads'
-  statuses and the latest rebalance Job's.
+- every 15 s: re-create a workload deleted by hand; shrink the StatefulSet once its
+  drain has succeeded (or start a missing drain); the status from the workloads'
+  statuses and the latest replica Job's.
 """
 
 from __future__ import annotations
@@ -71,7 +74,8 @@ def reconcile_resource(body: kopf.Body, memo: Any, patch: kopf.Patch,
 @kopf.on.field(*RESOURCE, field="spec.workers")
 def workers_changed(old: Any, new: Any, body: kopf.Body, memo: Any,
                     patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
-    """The replica rebalance after a scale (nothing on creation)."""
+    """The replica Job of a scale: rebalance after a scale-up, drain before a
+    scale-down (nothing on creation)."""
     if old is None or new is None or old == new:
         return
     _rebalance(memo.cluster, body, patch, logger, f"workers {old} -> {new}")
@@ -80,7 +84,7 @@ def workers_changed(old: Any, new: Any, body: kopf.Body, memo: Any,
 @kopf.on.field(*RESOURCE, field=("metadata", "annotations", reconcile.REQUEST_ANNOTATION))
 def rebalance_requested(new: Any, body: kopf.Body, memo: Any, patch: kopf.Patch,
                         logger: kopf.Logger, **_: Any) -> None:
-    """The replica rebalance on request: the annotation set to a new value."""
+    """The replica Job on request: the annotation set to a new value."""
     if not new:
         return
     _rebalance(memo.cluster, body, patch, logger,
@@ -110,14 +114,19 @@ def deleted(body: kopf.Body, memo: Any, logger: kopf.Logger, **_: Any) -> None:
 @kopf.timer(*RESOURCE, interval=15, initial_delay=5)
 def refresh_status(body: kopf.Body, memo: Any, patch: kopf.Patch, logger: kopf.Logger,
                    **_: Any) -> None:
-    """Re-create a workload deleted by hand; keep conditions and ready workers current
-    (patched only when they change)."""
+    """Re-create a workload deleted by hand; shrink the StatefulSet once its drain has
+    succeeded; keep conditions and ready workers current (patched only when they
+    change)."""
     try:
         healed = reconcile.heal(memo.cluster, body)
+        steps = reconcile.advance(memo.cluster, body)
         new = reconcile.observe(memo.cluster, body)
     except SpecError:
         return  # reported by the reconcile handler
     if healed:
         logger.info("a workload was missing; applied %s", ", ".join(healed))
+    for step in steps:
+        logger.info("%s: %s", step.reason, step.message)
+        post_event(body, step.type, step.reason, step.message)
     if changed(new, body.get("status")):
         patch.status.update(new)

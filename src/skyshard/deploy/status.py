@@ -1,12 +1,16 @@
-"""The resource's status from its workloads' statuses and its latest replica rebalance
-Job: conditions Available, Progressing and Degraded, ready workers, version.
+"""The resource's status from its workloads' statuses and its latest replica Job
+(rebalance or drain): conditions Available, Progressing and Degraded, ready workers,
+version.
 
 - **Available**: the front end, the scheduler and at least one worker are ready.
-- **Progressing**: a workload has not yet taken its latest spec (a rollout, a scale), or
-  the rebalance Job is running (reason ``Rebalancing`` when that is all).
-- **Degraded**: the latest rebalance Job failed (reason ``RebalanceFailed``, until a new
-  one runs or it is deleted); or everything has taken its spec, yet some pod is not
-  ready (a crash loop, a lost node, fewer ready workers than ``spec.workers``).
+- **Progressing**: a workload has not yet taken its latest spec (a rollout, a
+  scale-up); a scale-down waits for its drain (reason ``Draining``: the StatefulSet
+  keeps its workers until the drain Job has succeeded); or the rebalance Job is running
+  (reason ``Rebalancing`` when that is all).
+- **Degraded**: the latest replica Job failed (reason ``RebalanceFailed``, or
+  ``DrainFailed``: the scale-down does not proceed; until a new Job runs or it is
+  deleted); or everything has taken its spec, yet some pod is not ready (a crash loop,
+  a lost node, fewer ready workers than ``spec.workers``).
 """
 
 from __future__ import annotations
@@ -55,12 +59,19 @@ RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
 
 @dataclass(frozen=True)
 class JobState:
-    """A rebalance Job as observed: its name, why it runs, running/succeeded/failed."""
+    """A replica Job as observed: its name, why it runs, running/succeeded/failed, what
+    it does (``rebalance`` or ``drain``) and the workers a drain empties."""
 
     name: str
     reason: str
     state: str
     message: str = ""
+    action: str = "rebalance"
+    drained: tuple[str, ...] = ()
+
+    @property
+    def is_drain(self) -> bool:
+        return self.action == "drain"
 
     @property
     def summary(self) -> str:
@@ -69,11 +80,17 @@ class JobState:
         return f"{text}: {self.message}" if self.message else text
 
 
-def job_state(obj: Mapping[str, Any], reason_key: str) -> JobState:
+def job_state(obj: Mapping[str, Any], reason_key: str, action_key: str | None = None,
+              drained_key: str | None = None) -> JobState:
     """A Job's state from its conditions (``Failed``/``FailureTarget``: failed;
-    ``Complete``: succeeded; otherwise it is pending or running)."""
+    ``Complete``: succeeded; otherwise it is pending or running); what it does from
+    its annotations ``action_key`` and ``drained_key``."""
     meta = obj.get("metadata") or {}
-    reason = (meta.get("annotations") or {}).get(reason_key, "rebalance")
+    notes = meta.get("annotations") or {}
+    reason = notes.get(reason_key, "rebalance")
+    action = notes.get(action_key, "rebalance") if action_key else "rebalance"
+    drained = tuple(w for w in (notes.get(drained_key, "") if drained_key else "").split(",")
+                    if w)
     state, message = RUNNING, ""
     for c in (obj.get("status") or {}).get("conditions") or []:
         if c.get("status") != "True":
@@ -84,7 +101,7 @@ def job_state(obj: Mapping[str, Any], reason_key: str) -> JobState:
             break
         if c.get("type") == "Complete":
             state = SUCCEEDED
-    return JobState(meta.get("name", ""), reason, state, message)
+    return JobState(meta.get("name", ""), reason, state, message, action, drained)
 
 
 def compute(spec: SkyShardSpec, generation: int, frontend: Rollout, scheduler: Rollout,
@@ -99,8 +116,12 @@ def compute(spec: SkyShardSpec, generation: int, frontend: Rollout, scheduler: R
     unready = [n for n, r in parts.items() if r.exists and not r.all_ready]
     rebalancing = rebalance is not None and rebalance.state == RUNNING
     rebalance_failed = rebalance is not None and rebalance.state == FAILED
-    rolling = bool(pending) or workers.desired != spec.workers
-    progressing = rolling or rebalancing
+    # pvc mode: the StatefulSet keeps its workers until a drain Job has emptied them
+    shrinking = not spec.is_s3 and workers.exists and workers.desired > spec.workers
+    drain_failed = shrinking and rebalance_failed and rebalance is not None \
+        and rebalance.is_drain
+    rolling = bool(pending) or (workers.desired != spec.workers and not shrinking)
+    progressing = rolling or rebalancing or (shrinking and not drain_failed)
     degraded = rebalance_failed or (not progressing and bool(unready))
 
     if available:
@@ -111,21 +132,32 @@ def compute(spec: SkyShardSpec, generation: int, frontend: Rollout, scheduler: R
     else:
         not_ready = [n for n, r in parts.items() if r.ready < 1]
         avail = ("False", "NotReady", f"no ready pod: {', '.join(not_ready)}")
-    job_text = (f"replica rebalance Job {rebalance.name} running ({rebalance.reason})"
+    what = "drain" if rebalance is not None and rebalance.is_drain else "rebalance"
+    job_text = (f"replica {what} Job {rebalance.name} running ({rebalance.reason})"
                 if rebalancing and rebalance is not None else "")
+    scale_down = f"the StatefulSet keeps {workers.desired} workers (spec: {spec.workers})"
     if rolling:
         text = f"rolling out: {', '.join(pending or ['workers'])}"
         prog = ("True", "RollingOut", f"{text}; {job_text}" if job_text else text)
+    elif shrinking and not drain_failed:
+        until = (f"until {job_text}" if rebalancing and what == "drain"
+                 else "until a drain Job has moved the replicas off the workers that go")
+        prog = ("True", "Draining", f"{scale_down} {until}")
     elif rebalancing:
         prog = ("True", "Rebalancing", job_text)
+    elif drain_failed:
+        prog = ("False", "DrainFailed", f"{scale_down}: the drain failed")
     else:
         prog = ("False", "RolledOut", "every workload has its latest spec")
     unready_text = f"{', '.join(unready)} ({workers.ready}/{spec.workers} workers)"
     if rebalance_failed and rebalance is not None:
-        deg = ("True", "RebalanceFailed",
-               f"replica rebalance Job {rebalance.name} failed ({rebalance.reason})"
+        reason = "DrainFailed" if rebalance.is_drain else "RebalanceFailed"
+        blocked = (f"; {scale_down} until a drain succeeds (set the annotation "
+                   "rebalance.skyshard.io/request to retry)" if drain_failed else "")
+        deg = ("True", reason,
+               f"replica {what} Job {rebalance.name} failed ({rebalance.reason})"
                + (f": {rebalance.message}" if rebalance.message else "")
-               + f"; see kubectl logs job/{rebalance.name}")
+               + f"; see kubectl logs job/{rebalance.name}" + blocked)
     elif degraded:
         deg = ("True", "PodsNotReady", f"not all pods ready: {unready_text}")
     else:

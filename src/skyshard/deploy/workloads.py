@@ -3,11 +3,11 @@ catalog loader pod and replica rebalance Job.
 
 One image serves every role, chosen by its command: ``skyshard serve`` (front end),
 ``dask scheduler``, ``dask worker``, ``skyshard ingest`` (loader), ``skyshard replicas
-place`` (rebalance). The catalog is at ``/data/catalog`` in every pod, read-only except
-in the loader and the rebalance Job, as the Dask executor needs (every worker reads it
-at the path the front end plans with). In pvc mode each worker also keeps replicas of
-the catalog's partitions on its own volume (``REPLICAS_DIR``), placed by the rebalance
-Job.
+rebalance`` / ``drain`` (the replica Jobs). The catalog is at ``/data/catalog`` in every
+pod, read-only except in the loader and the replica Jobs, as the Dask executor needs
+(every worker reads it at the path the front end plans with). In pvc mode each worker
+also keeps replicas of the catalog's partitions on its own volume (``REPLICAS_DIR``),
+placed by the rebalance Job and moved off workers about to go by the drain Job.
 """
 
 from __future__ import annotations
@@ -45,9 +45,14 @@ FRONTEND_SCRATCH_SIZE = "5Gi"
 #: pvc mode: where each worker keeps its replicas, on its own scratch volume (the Dask
 #: config key ``skyshard.replicas.directory``; a folder per worker name below it)
 REPLICAS_DIR = f"{SCRATCH_DIR}/replicas"
-REBALANCE = "rebalance"  # the Job's component label
+REBALANCE = "rebalance"  # the replica Jobs' component label (rebalance and drain)
+DRAIN = "drain"
 #: the Job's annotation saying why it runs (e.g. ``workers 2 -> 3``)
 REASON_ANNOTATION = "skyshard.io/rebalance-reason"
+#: the Job's annotation saying what it does: ``rebalance`` or ``drain``
+ACTION_ANNOTATION = "skyshard.io/rebalance-action"
+#: a drain Job's annotation: the worker pods it empties, comma-separated
+DRAINED_ANNOTATION = "skyshard.io/drained-workers"
 #: seconds the Job waits for the scheduler to see exactly ``spec.workers`` workers
 REBALANCE_WAIT_S = 900
 
@@ -221,48 +226,75 @@ def loader_pod(spec: SkyShardSpec, tmp_size: str = "10Gi") -> dict[str, Any]:
 
 
 def rebalance_command(spec: SkyShardSpec) -> list[str]:
-    """``skyshard replicas place`` on the catalog, once the scheduler sees exactly
-    ``spec.workers`` workers: copies from the catalog volume what the workers lack, so
-    that every partition has ``replicationFactor`` copies on live workers and every
-    worker has the shared files."""
-    return ["skyshard", "replicas", "place", CATALOG_DIR,
+    """``skyshard replicas rebalance`` on the catalog, once the scheduler sees exactly
+    ``spec.workers`` workers: copies from the catalog volume what the workers lack and
+    moves copies onto new workers until the partitions' bytes are even, so that every
+    partition has ``replicationFactor`` copies and every worker has the shared files."""
+    return ["skyshard", "replicas", "rebalance", CATALOG_DIR,
             "--scheduler", spec.scheduler_address,
             "--expect-workers", str(spec.workers), "--wait", str(REBALANCE_WAIT_S),
             "--replication", str(spec.replication_factor), "--quiet"]
 
 
-def rebalance_job_name(spec: SkyShardSpec, generation: int, request: str | None = None) -> str:
-    """``NAME-rebalance-GENERATION`` (a scale), with ``-XXXXX`` from a request's value
-    (at most 63 characters, as the pods' job-name label, for generations below 10^6)."""
-    name = f"{spec.name}-rebalance-{generation}"
+def drained_workers(spec: SkyShardSpec, current: int) -> list[str]:
+    """The worker pods a scale-down from ``current`` to ``spec.workers`` removes: the
+    highest ordinals, as the StatefulSet controller does."""
+    return [f"{spec.names.workers}-{i}" for i in range(spec.workers, current)]
+
+
+def drain_command(spec: SkyShardSpec, current: int) -> list[str]:
+    """``skyshard replicas drain`` of the pods a scale-down from ``current`` removes,
+    once the scheduler sees all ``current`` workers: their copies move to the others
+    (``replicationFactor`` copies each), and nothing is recorded on them any more."""
+    return ["skyshard", "replicas", "drain", CATALOG_DIR, *drained_workers(spec, current),
+            "--scheduler", spec.scheduler_address,
+            "--expect-workers", str(current), "--wait", str(REBALANCE_WAIT_S),
+            "--replication", str(spec.replication_factor), "--quiet"]
+
+
+def rebalance_job_name(spec: SkyShardSpec, generation: int, request: str | None = None,
+                       action: str = REBALANCE) -> str:
+    """``NAME-rebalance-GENERATION`` (or ``NAME-drain-...``), with ``-XXXXX`` from a
+    request's value (at most 63 characters, as the pods' job-name label, for
+    generations below 10^6)."""
+    name = f"{spec.name}-{action}-{generation}"
     if request is not None:
         name += f"-{zlib.crc32(request.encode()) & 0xFFFFF:05x}"
     return name
 
 
 def rebalance_job(spec: SkyShardSpec, generation: int, reason: str,
-                  request: str | None = None) -> dict[str, Any]:
-    """The Job placing the replicas on the current workers (pvc mode only): the catalog
-    volume read-write (``replicas.json`` is written there), no API token, no Secret. A
-    shell guard makes it succeed without doing anything while the volume holds no
-    catalog yet."""
+                  request: str | None = None, *, drain_from: int | None = None
+                  ) -> dict[str, Any]:
+    """The Job that moves the replicas (pvc mode only): ``rebalance`` onto the current
+    workers, or with ``drain_from`` (the StatefulSet's replicas, more than
+    ``spec.workers``) ``drain`` of the pods a scale-down removes. The catalog volume
+    read-write (``replicas.json`` is written there), no API token, no Secret. A shell
+    guard makes it succeed without doing anything while the volume holds no catalog
+    yet."""
     if not isinstance(spec.storage, PvcStorage):
         raise ValueError("replicas are placed in pvc mode only; with S3 every pod copies "
                          "the whole catalog")
+    draining = drain_from is not None and drain_from > spec.workers
+    action = DRAIN if draining else REBALANCE
+    command = (drain_command(spec, drain_from) if draining and drain_from is not None
+               else rebalance_command(spec))
     guard = (f'if ! skyshard tables {CATALOG_DIR} >/dev/null 2>&1; then '
              f'echo "no catalog in {CATALOG_DIR} yet: nothing to place"; exit 0; fi; '
              'exec "$@"')
     main = pods.container(
         REBALANCE, spec.image, spec.image_pull_policy,
-        ["sh", "-c", guard, REBALANCE] + rebalance_command(spec),
+        ["sh", "-c", guard, REBALANCE] + command,
         # the bulk of the copies goes straight to the workers, not through the scheduler
         env=[pods.value_env("DASK_DISTRIBUTED__CLIENT__DIRECT_TO_WORKERS", "True")],
         mounts=[_catalog_mount(read_only=False)],
         resources={"requests": {"cpu": "250m", "memory": "512Mi"},
                    "limits": {"memory": "2Gi"}})
     pod = pods.pod_spec([main], [_catalog_volume(spec)], restartPolicy="Never")
-    meta = metadata(spec, rebalance_job_name(spec, generation, request), REBALANCE)
-    meta["annotations"] = {REASON_ANNOTATION: reason}
+    meta = metadata(spec, rebalance_job_name(spec, generation, request, action), REBALANCE)
+    meta["annotations"] = {REASON_ANNOTATION: reason, ACTION_ANNOTATION: action}
+    if draining and drain_from is not None:
+        meta["annotations"][DRAINED_ANNOTATION] = ",".join(drained_workers(spec, drain_from))
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta,
             "spec": {"backoffLimit": 2,
                      "template": {"metadata": {"labels": spec.labels(REBALANCE)},

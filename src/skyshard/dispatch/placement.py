@@ -152,6 +152,9 @@ class Placement:
     units: Mapping[str, Unit]
     generation: int = 0
     meta_sha: str = ""
+    #: workers emptied by a drain, to be removed: given nothing by ``place``/``repair``
+    #: while they are in the cluster (``rebalance`` takes them back)
+    drained: tuple[str, ...] = ()
 
     def holders(self, key: str) -> tuple[str, ...]:
         unit = self.units.get(key)
@@ -179,7 +182,7 @@ class Placement:
     def to_json(self) -> dict:
         return {"format": FORMAT, "catalog_id": self.catalog_id,
                 "replication": self.replication, "generation": self.generation,
-                "meta_sha": self.meta_sha,
+                "meta_sha": self.meta_sha, "drained": list(self.drained),
                 "units": {k: {"holders": list(u.holders), "rows": u.rows,
                               "files": {f: list(s) for f, s in sorted(u.files.items())}}
                           for k, u in sorted(self.units.items())}}
@@ -192,7 +195,8 @@ class Placement:
                          int(u.get("rows", 0)), tuple(str(h) for h in u["holders"]))
                  for k, u in d["units"].items()}
         return cls(str(d["catalog_id"]), int(d["replication"]), units,
-                   int(d.get("generation", 0)), str(d.get("meta_sha", "")))
+                   int(d.get("generation", 0)), str(d.get("meta_sha", "")),
+                   tuple(str(w) for w in d.get("drained", ())))
 
     @staticmethod
     def load(root: str | os.PathLike) -> Placement | None:
@@ -245,7 +249,8 @@ def describe(root: str | os.PathLike, meta: CatalogMeta,
         out[key] = Unit(sigs, rows, old.holders if old else ())
     catalog_id = previous.catalog_id if previous else _new_id(meta.name)
     replication = previous.replication if previous else DEFAULT_REPLICATION
-    return Placement(catalog_id, replication, out, meta.generation, meta_sha)
+    drained = previous.drained if previous else ()
+    return Placement(catalog_id, replication, out, meta.generation, meta_sha, drained)
 
 
 def _new_id(name: str) -> str:
@@ -440,6 +445,241 @@ def plan_copies(placement: Placement, verified: Mapping[str, Collection[str]],
     return out
 
 
+# --- moving copies: rebalance and drain ------------------------------------------------------
+
+#: the balancing step stops once every worker's bytes are within this fraction of the mean
+BALANCE_TOLERANCE = 0.10
+
+
+class TooFewWorkers(UserError):
+    """Fewer live workers would remain to hold copies than the replication factor:
+    nothing is moved. ``remaining``, ``replication`` and ``excluded`` say why."""
+
+    def __init__(self, remaining: Sequence[str], replication: int,
+                 excluded: Sequence[str] = ()) -> None:
+        self.remaining = tuple(remaining)
+        self.replication = replication
+        self.excluded = tuple(excluded)
+        without = f" without {', '.join(self.excluded)}" if self.excluded else ""
+        super().__init__(
+            f"{len(self.remaining)} live worker(s) would hold copies{without} "
+            f"({', '.join(self.remaining) or 'none'}), fewer than the replication factor "
+            f"{replication}: nothing was moved; add workers, drain fewer, or lower "
+            "--replication")
+
+
+def unit_weight(unit: Unit) -> int:
+    """What a unit weighs when spreading units over workers: its bytes (rows when its
+    files are not known), at least 1."""
+    return max(1, sum(size for size, _ in unit.files.values()) or unit.rows)
+
+
+@dataclass
+class MovePlan:
+    """What ``plan_moves`` decided. Run ``copies`` first; once they have succeeded,
+    record ``holders``; only then remove the ``removals``: the copies a live worker has
+    that the new record no longer names (so the record never names a worker without
+    its copy, and every unit keeps its recorded copies until the new ones exist)."""
+
+    copies: list[Copy] = field(default_factory=list)
+    #: unit -> holders once every copy has succeeded
+    holders: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: live worker -> units whose files it should delete after the record is saved
+    removals: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: units with no verified copy to copy from
+    unrepairable: list[str] = field(default_factory=list)
+    #: partition copies the balancing step moved off a worker that held them
+    moved: int = 0
+
+    def without(self, failed: Collection[tuple[str, str]], placement: Placement,
+                verified: Mapping[str, Collection[str]]) -> MovePlan:
+        """This plan once the copies ``failed`` ((unit, target) pairs) did not happen:
+        their targets are not recorded, and a unit with a failed copy keeps every
+        verified copy it had (recorded again, none removed).
+
+        >>> pl = Placement("c", 1, {"u": Unit({}, 1, ("a",))})
+        >>> plan = MovePlan([Copy("u", "b", None)], {"u": ("b",)}, {"a": ("u",)})
+        >>> after = plan.without({("u", "b")}, pl, {"a": {"u"}, "b": set()})
+        >>> after.holders, after.removals
+        ({'u': ('a',)}, {})
+        """
+        failed = set(failed)
+        blocked = {u for u, _ in failed}
+        holders = dict(self.holders)
+        for key in blocked & set(holders):
+            keep = [h for h in holders[key] if (key, h) not in failed]
+            back = [w for w in sorted(verified) if key in verified[w] and w not in keep]
+            holders[key] = _in_record_order(placement.holders(key), keep + back)
+        removals = {w: kept for w, units in self.removals.items()
+                    if (kept := tuple(u for u in units if u not in blocked))}
+        return replace(self, copies=[c for c in self.copies if (c.unit, c.target) not in failed],
+                       holders=holders, removals=removals)
+
+
+def plan_moves(placement: Placement, verified: Mapping[str, Collection[str]],
+               alive: Sequence[str], *, replication: int, exclude: Collection[str] = (),
+               balance: bool = True, present: Mapping[str, Collection[str]] | None = None,
+               from_catalog: bool = True,
+               tolerance: float = BALANCE_TOLERANCE) -> MovePlan:
+    """The placement that keeps ``replication`` copies of every partition on the live
+    workers not in ``exclude`` (a drain), with the fewest copies made:
+
+    1. every verified copy on such a worker stays (at most ``replication`` per unit,
+       recorded holders first);
+    2. partitions short of copies get them on the least loaded workers (bytes),
+       heaviest partition first (a listed holder that lost its copy first);
+    3. with ``balance``, copies move one at a time from the most loaded worker above
+       the mean to the least loaded below it, the partition chosen closest in bytes to
+       what evens the pair out (one the receiver already holds intact costs no copy),
+       while a move brings the two closer; it stops once every worker is within
+       ``tolerance`` of the mean. A balanced placement therefore moves nothing, and
+       workers that join take their share from the most loaded only.
+
+    ``verified``: live worker -> the units it holds complete and intact; ``present``:
+    the units it has any file of (default: ``verified``). Copies come from the catalog
+    root (``from_catalog``) or a verified holder, an excluded one too. The shared unit
+    goes to every remaining worker and leaves the excluded ones. Holders that are not
+    alive stay listed (they may come back with their data) unless excluded. Fewer
+    remaining workers than ``replication``: ``TooFewWorkers``, before anything else.
+
+    >>> pl = Placement("c", 1, {SHARED: Unit({}, 0, ("a", "b")),
+    ...                         **{unit_key(0, i): Unit({}, 10, ("a", "b")[i % 2:][:1])
+    ...                            for i in range(4)}})
+    >>> has = {w: {k for k, u in pl.units.items() if w in u.holders} for w in "ab"}
+    >>> out = plan_moves(pl, {**has, "c": set()}, ["a", "b", "c"], replication=1)
+    >>> [(c.unit, c.target) for c in out.copies]
+    [('shared', 'c'), ('Norder=0/Npix=1', 'c')]
+    >>> out.removals
+    {'b': ('Norder=0/Npix=1',)}
+    """
+    alive = sorted(set(alive))
+    excluded = set(exclude)
+    eligible = [w for w in alive if w not in excluded]
+    if len(eligible) < replication:
+        raise TooFewWorkers(eligible, replication, sorted(excluded))
+    has = {w: set(verified.get(w, ())) for w in alive}
+    holds = {w: has[w] | set((present or {}).get(w, ())) for w in alive}
+    weight = {k: unit_weight(u) for k, u in placement.units.items()}
+    parts = placement.partition_units
+    out = MovePlan()
+
+    sources: dict[str, list[str]] = {}
+    target: dict[str, list[str]] = {}
+    for key in parts:
+        recorded = placement.units[key].holders
+        ok = sorted((w for w in alive if key in has[w]),
+                    key=lambda w: (w not in recorded, recorded.index(w) if w in recorded
+                                   else 0, w))
+        sources[key] = ok
+        target[key] = [w for w in ok if w not in excluded][:replication]
+    load = {w: 0 for w in eligible}
+    for key, hs in target.items():
+        for w in hs:
+            load[w] += weight[key]
+
+    for key in sorted(parts, key=lambda k: (-weight[k], k)):
+        need = replication - len(target[key])
+        if need <= 0:
+            continue
+        if not from_catalog and not sources[key]:
+            out.unrepairable.append(key)
+            continue
+        lost_here = [h for h in placement.units[key].holders
+                     if h in load and h not in target[key]]
+        others = sorted((w for w in eligible if w not in target[key] and w not in lost_here),
+                        key=lambda w: (load[w], w))
+        for w in (lost_here + others)[:need]:
+            target[key].append(w)
+            load[w] += weight[key]
+
+    if balance:
+        movable = {k for k in parts if from_catalog or sources[k]}
+        out.moved = _even_out(target, load, weight, movable, has, tolerance)
+
+    reads: dict[str, int] = defaultdict(int)
+
+    def source_for(key: str) -> str | None:
+        if from_catalog:
+            return None
+        src = min(sources[key], key=lambda w: (reads[w], w))
+        reads[src] += 1
+        return src
+
+    if SHARED in placement.units:
+        shared_ok = [w for w in alive if SHARED in has[w]]
+        sources[SHARED] = shared_ok
+        lacking = [w for w in eligible if SHARED not in has[w]]
+        if lacking and not shared_ok and not from_catalog:
+            out.unrepairable.append(SHARED)
+            target[SHARED] = [w for w in eligible if w in shared_ok]
+        else:
+            target[SHARED] = list(eligible)
+            out.copies += [Copy(SHARED, w, source_for(SHARED)) for w in lacking]
+    for key in sorted(parts, key=lambda k: (-weight[k], k)):
+        out.copies += [Copy(key, w, source_for(key)) for w in target[key] if key not in has[w]]
+    for key, hs in target.items():
+        recorded = placement.units[key].holders
+        down = [h for h in recorded if h not in holds and h not in excluded]
+        out.holders[key] = _in_record_order(recorded, list(hs) + down)
+    removals: dict[str, list[str]] = defaultdict(list)
+    for w in alive:
+        for key in sorted(holds[w]):
+            if key in target and w not in target[key]:
+                removals[w].append(key)
+    out.removals = {w: tuple(units) for w, units in sorted(removals.items())}
+    return out
+
+
+def _even_out(target: dict[str, list[str]], load: dict[str, int], weight: Mapping[str, int],
+              movable: Collection[str], has: Mapping[str, Collection[str]],
+              tolerance: float) -> int:
+    """The balancing step of ``plan_moves``, in place; the copies moved off a worker."""
+    if len(load) < 2:
+        return 0
+    mean = sum(load.values()) / len(load)
+    band = tolerance * mean
+    on: dict[str, set[str]] = {w: set() for w in load}
+    for key, hs in target.items():
+        for w in hs:
+            on[w].add(key)
+    moved = 0
+    for _ in range(sum(len(hs) for hs in target.values()) * 4 + 1):  # a bound; ends sooner
+        order = sorted(load, key=lambda w: (load[w], w))
+        if load[order[-1]] - mean <= band and mean - load[order[0]] <= band:
+            break
+        move = None
+        for giver in reversed(order):
+            if load[giver] <= mean:
+                break
+            for taker in order:
+                if load[taker] >= mean:
+                    break
+                gap = load[giver] - load[taker]
+                ideal = min(load[giver] - mean, mean - load[taker])
+                options = [k for k in on[giver] - on[taker] if k in movable and weight[k] < gap]
+                if options:
+                    # cheapest first: the taker has it already, or the giver's copy is
+                    # only planned (retargeted for free); then the best fitting size
+                    key = min(options, key=lambda k: (k not in has.get(taker, ()),
+                                                      k in has.get(giver, ()),
+                                                      abs(weight[k] - ideal), k))
+                    move = (key, giver, taker)
+                    break
+            if move:
+                break
+        if move is None:
+            break
+        key, giver, taker = move
+        hs = target[key]
+        hs[hs.index(giver)] = taker
+        on[giver].discard(key)
+        on[taker].add(key)
+        load[giver] -= weight[key]
+        load[taker] += weight[key]
+        moved += key in has.get(giver, ())
+    return moved
+
+
 def _in_record_order(recorded: Sequence[str], names: Sequence[str]) -> tuple[str, ...]:
     """``names``, those already recorded first in their recorded order (a repair in
     place leaves the record as it was)."""
@@ -453,17 +693,21 @@ __all__ = [
     "Copy",
     "CopyPlan",
     "FileSig",
+    "MovePlan",
     "Placement",
+    "TooFewWorkers",
     "Unit",
     "catalog_units",
     "cover",
     "describe",
     "missing_error",
     "plan_copies",
+    "plan_moves",
     "rebase",
     "single_holders",
     "stable_pick",
     "statement_files",
     "unit_key",
     "unit_partition",
+    "unit_weight",
 ]

@@ -1,8 +1,11 @@
-"""Copies of a catalog on the Dask workers' own disks: place, check, repair.
+"""Copies of a catalog on the Dask workers' own disks: place, check, repair, rebalance,
+drain.
 
     report = place(client, "catalog", replication=2)   # copy what is missing
     report = check(client, "catalog")                  # size + SHA-256 of every copy
     report = repair(client, "catalog")                 # back to `replication` copies
+    report = rebalance(client, "catalog")              # place, then even out the workers
+    report = drain(client, "catalog", ["w3"])          # move everything off w3
     print(report.text())
 
 What a unit is and where the placement is recorded: ``placement``. This module does
@@ -30,15 +33,29 @@ the moving, always through Dask tasks, so it works without any shared disk:
   from the command line). A unit counts on a worker only if all its files are there and
   match.
 
-Not handled: concurrent place/repair runs on one catalog (run one at a time); files of
-older table versions are left on workers after a re-placement; copies are not removed
-from over-replicated units.
+- **Moving copies.** ``rebalance`` and ``drain`` plan with ``placement.plan_moves``
+  (which copies stay, which go where, fewest moves) and run in an order that never
+  leaves a unit without its recorded copies: (1) copy to the new holders from the
+  catalog root, verified like ``place``'s; (2) record the new placement atomically,
+  each unit naming only workers that hold it (a unit whose copy failed keeps its old
+  holders and loses nothing); (3) remove the copies the record no longer names, on
+  each worker once ``grace_s`` has passed since the record changed (queries planned on
+  the old record have sent their tasks by then) and the tasks running there at the
+  change have finished (up to ``settle_s``; a worker still busy then keeps its surplus
+  copies, reported). A query reads the record when it starts, so queries during a
+  move find every copy they were routed to. ``drain`` records the drained workers in
+  the placement: ``place`` and ``repair`` give them nothing while they are in the
+  cluster, ``rebalance`` takes them back.
+
+Not handled: concurrent place/repair/rebalance/drain runs on one catalog (run one at a
+time); files of older table versions are left on workers after a re-placement.
 """
 
 from __future__ import annotations
 
 import os
 import queue
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -54,12 +71,16 @@ from skyshard.dispatch.placement import (
     SHARED,
     Copy,
     FileSig,
+    MovePlan,
     Placement,
+    TooFewWorkers,
     data_sig,
     describe,
     file_sig,
     plan_copies,
+    plan_moves,
     safe_name,
+    unit_weight,
 )
 from skyshard.errors import ExternalError, InternalError, UserError
 from skyshard.storage import layout
@@ -68,6 +89,10 @@ CONFIG_KEY = "skyshard.replicas.directory"
 BUNDLE_BYTES = 64 * 2**20
 INFLIGHT_BYTES = 256 * 2**20
 POLL_S = 0.2
+#: seconds between recording a new placement and removing the copies it no longer names
+GRACE_S = 5.0
+#: seconds a removal waits at most for the tasks running on its worker at the change
+SETTLE_S = 300.0
 
 # --- on the workers ------------------------------------------------------------------------
 
@@ -140,6 +165,28 @@ def write_files(catalog_id: str, data: Mapping[str, bytes],
             tmp.unlink(missing_ok=True)
         written += len(blob)
     return written
+
+
+def remove_files(catalog_id: str, files: Sequence[str]) -> int:
+    """Task: delete this worker's copies of ``files`` (absent ones are fine) and the
+    directories left empty; how many files were deleted."""
+    home = catalog_home(catalog_id)
+    removed = 0
+    parents = set()
+    for rel in files:
+        path = _inside(home, rel)
+        try:
+            path.unlink()
+            removed += 1
+        except FileNotFoundError:
+            pass
+        parents.update(p for p in path.parents if p != home and home in p.parents)
+    for d in sorted(parents, key=lambda p: len(p.parts), reverse=True):
+        try:
+            d.rmdir()
+        except OSError:  # not empty, or gone
+            pass
+    return removed
 
 
 # --- the cluster as the coordinator sees it ------------------------------------------------
@@ -222,7 +269,8 @@ class UnitState:
 
 @dataclass
 class ReplicaReport:
-    """What ``check``, ``place`` or ``repair`` found (after its copies)."""
+    """What ``check``, ``place``, ``repair``, ``rebalance`` or ``drain`` found (after
+    its copies and removals)."""
 
     replication: int
     workers: tuple[str, ...]
@@ -232,6 +280,44 @@ class ReplicaReport:
     unrepairable: list[str] = field(default_factory=list)
     stale: bool = False
     placement: Placement | None = None
+    #: live workers the placement records as drained (they should hold nothing)
+    drained: tuple[str, ...] = ()
+    #: (unit, worker) copies removed because the new record no longer names them
+    removed: list[tuple[str, str]] = field(default_factory=list)
+    #: worker -> why the copies it should have removed are still there
+    left: dict[str, str] = field(default_factory=dict)
+    #: partition copies moved by the balancing step (rebalance)
+    moved: int = 0
+    #: whether to print what each worker holds (rebalance, drain)
+    show_load: bool = False
+
+    @property
+    def holding(self) -> list[str]:
+        """The live workers that should hold copies: all but the drained ones."""
+        return [w for w in self.workers if w not in self.drained]
+
+    @property
+    def still_named(self) -> dict[str, list[str]]:
+        """Drained worker -> the units the record still names it for (a failed move)."""
+        out: dict[str, list[str]] = {}
+        for w in self.drained:
+            units = [u.unit for u in self.units if w in u.holders]
+            if units:
+                out[w] = units
+        return out
+
+    def load(self) -> dict[str, tuple[int, int]]:
+        """Live worker -> (partitions, bytes) it holds as recorded."""
+        out = {w: (0, 0) for w in self.workers}
+        for u in self.units:
+            if u.unit == SHARED:
+                continue
+            size = unit_weight(self.placement.units[u.unit]) if self.placement else u.rows
+            for h in u.holders:
+                if h in out:
+                    n, b = out[h]
+                    out[h] = (n + 1, b + size)
+        return out
 
     @property
     def under_replicated(self) -> list[UnitState]:
@@ -246,7 +332,7 @@ class ReplicaReport:
         worker without them)."""
         out = [u for u in self.units if u.unit != SHARED and not u.verified]
         out += [u for u in self.units if u.unit == SHARED
-                and set(u.verified) != set(self.workers)]
+                and set(u.verified) != set(self.holding)]
         return out
 
     @property
@@ -256,7 +342,7 @@ class ReplicaReport:
     @property
     def healthy(self) -> bool:
         return not (self.under_replicated or self.missing or self.corrupt or self.failed
-                    or self.unrepairable or self.stale)
+                    or self.unrepairable or self.stale or self.still_named)
 
     def text(self, *, every_unit: bool = True) -> str:
         """The report in words: one line per unit, then a summary."""
@@ -277,6 +363,15 @@ class ReplicaReport:
         if self.copied or self.failed:
             lines.append(f"copied {len(self.copied)} unit(s); {len(self.failed)} copy(ies) "
                          "failed")
+        if self.moved or self.removed:
+            lines.append(f"moved {self.moved} partition cop(ies) to even out the workers; "
+                         f"removed {len(self.removed)} cop(ies) the placement no longer names")
+        for w, why in sorted(self.left.items()):
+            lines.append(f"  copies left on {w}: {why}")
+        if self.show_load:
+            lines.append("per worker: " + "; ".join(
+                f"{w} {n} partition(s), {_size(b)}" for w, (n, b) in sorted(self.load().items())
+                if w not in self.drained))
         for c, why in self.failed:
             lines.append(f"  failed: {c.unit} to {c.target}: {why}")
         for label, items in (("under-replicated", self.under_replicated),
@@ -289,6 +384,14 @@ class ReplicaReport:
         if self.stale:
             lines.append("the catalog changed since it was placed: run `skyshard replicas "
                          "place`")
+        named = self.still_named
+        for w in self.drained:
+            if w in named:
+                lines.append(f"not drained: {w} is still a holder of {len(named[w])} unit(s) "
+                             f"({', '.join(named[w][:10])}{' ...' if len(named[w]) > 10 else ''})")
+            else:
+                lines.append(f"drained: {w} holds nothing the placement names; it can be "
+                             "removed")
         if self.healthy:
             lines.append("healthy")
         return "\n".join(lines)
@@ -318,6 +421,7 @@ def check(client: Client, root: str | os.PathLike) -> ReplicaReport:
     root = Path(root).resolve()
     placement = _recorded(root)
     alive = named_workers(client)
+    placement = _current_drained(placement, alive)
     survey = _survey(client, placement, alive, checksum=True)
     return _report(placement, alive, survey, stale=_stale(root, placement))
 
@@ -336,6 +440,148 @@ def repair(client: Client, root: str | os.PathLike, *,
     return report
 
 
+def rebalance(client: Client, root: str | os.PathLike, *, replication: int | None = None,
+              checksum: bool = True, grace_s: float = GRACE_S,
+              settle_s: float = SETTLE_S) -> ReplicaReport:
+    """``place``, then even the partitions out over every live worker (bytes within
+    10 % of the mean where the partitions' sizes allow), moving the fewest copies:
+    copies first, then the record, then the surplus copies removed (see the module
+    docstring). Workers recorded as drained hold copies again."""
+    return _move(client, root, replication=replication, exclude=(), balance=True,
+                 checksum=checksum, grace_s=grace_s, settle_s=settle_s)
+
+
+def drain(client: Client, root: str | os.PathLike, workers: Iterable[str], *,
+          replication: int | None = None, checksum: bool = True, grace_s: float = GRACE_S,
+          settle_s: float = SETTLE_S) -> ReplicaReport:
+    """Move every copy off ``workers`` (worker names) onto the other live workers,
+    keeping the replication factor and evening them out as ``rebalance`` does (the
+    fewest extra moves), record them as drained and remove their copies: then they can
+    leave the cluster. Too few workers left for the replication factor:
+    ``TooFewWorkers``, and nothing changes. Workers drained before and still in the
+    cluster stay drained."""
+    names = tuple(dict.fromkeys(str(w).strip() for w in workers if str(w).strip()))
+    if not names:
+        raise UserError("name the workers to drain")
+    return _move(client, root, replication=replication, exclude=names, balance=True,
+                 checksum=checksum, grace_s=grace_s, settle_s=settle_s)
+
+
+def _move(client: Client, root: str | os.PathLike, *, replication: int | None,
+          exclude: Sequence[str], balance: bool, checksum: bool, grace_s: float,
+          settle_s: float) -> ReplicaReport:
+    root = Path(root).resolve()
+    meta = model.load(root)
+    if replication is not None and replication < 1:
+        raise UserError(f"replication must be at least 1, not {replication}")
+    placement = describe(root, meta, Placement.load(root))
+    if replication is not None:
+        placement = replace(placement, replication=replication)
+    alive = named_workers(client)
+    if not alive:
+        raise ExternalError("the Dask cluster has no worker to hold replicas")
+    drained = set(exclude)
+    if exclude:  # a drain adds to the drained workers still in the cluster
+        drained |= {w for w in placement.drained if w in alive}
+    remaining = sorted(set(alive) - drained)
+    if len(remaining) < placement.replication:
+        raise TooFewWorkers(remaining, placement.replication, sorted(drained))
+    placement = replace(placement, drained=tuple(sorted(drained)))
+    survey = _survey(client, placement, alive, checksum=checksum)
+    verified = {w: {u for u, st in states.items() if st == OK} for w, states in survey.items()}
+    present = {w: {u for u, st in states.items() if st != ABSENT}
+               for w, states in survey.items()}
+    plan = plan_moves(placement, verified, sorted(alive), replication=placement.replication,
+                      exclude=drained, balance=balance, present=present, from_catalog=True)
+    failed = _copy(client, root, placement, plan.copies, alive)
+    plan = plan.without({(c.unit, c.target) for c, _ in failed}, placement, verified)
+    placement = placement.with_holders(plan.holders)
+    try:
+        placement.save(root)
+    except OSError as exc:
+        raise ExternalError(f"cannot record the placement in {root}: {exc}") from exc
+    for c in plan.copies:
+        survey[c.target][c.unit] = OK
+    removed, left = _remove_surplus(client, placement, plan, alive,
+                                    time.monotonic() + grace_s, settle_s)
+    for unit, w in removed:
+        survey[w][unit] = ABSENT
+    report = _report(placement, alive, survey)
+    report.copied = list(plan.copies)
+    report.failed = failed
+    report.unrepairable = plan.unrepairable
+    report.removed = removed
+    report.left = left
+    report.moved = plan.moved
+    report.show_load = True
+    return report
+
+
+def _remove_surplus(client: Client, placement: Placement, plan: MovePlan,
+                    alive: Mapping[str, str], not_before: float,
+                    settle_s: float) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """Remove ``plan.removals`` (the record no longer names them), each worker's once
+    ``not_before`` (monotonic) has passed and the tasks it had when the record changed,
+    or when ``not_before`` passed (sent by queries planned just before the change), have
+    finished; (unit, worker) removed, and worker -> why not."""
+    pending = {w: units for w, units in plan.removals.items() if units}
+    if not pending:
+        return [], {}
+    addresses = {w: alive[w] for w in pending}
+    busy = _processing(client, addresses.values())
+    running = {w: busy.get(a, set()) for w, a in addresses.items()}
+    while (now := time.monotonic()) < not_before:
+        time.sleep(min(POLL_S, not_before - now))
+    busy = _processing(client, addresses.values())
+    for w, a in addresses.items():
+        running[w] |= busy.get(a, set())
+    deadline = time.monotonic() + settle_s
+    left: dict[str, str] = {}
+    futures: dict[str, object] = {}
+    while pending:
+        current = _processing(client, (addresses[w] for w in pending))
+        present = set(named_workers(client).values())
+        for w in list(pending):
+            if addresses[w] not in present:
+                left[w] = "it left the cluster"
+                del pending[w]
+            elif not running[w] & current.get(addresses[w], set()):
+                files = sorted(f for u in pending[w] for f in placement.units[u].files)
+                futures[w] = client.submit(remove_files, placement.catalog_id, files,
+                                           workers=[addresses[w]], allow_other_workers=False,
+                                           pure=False,
+                                           key=f"skyshard-remove-{uuid.uuid4().hex[:12]}")
+                del pending[w]
+            elif time.monotonic() > deadline:
+                left[w] = (f"tasks that started before the placement changed still ran after "
+                           f"{settle_s:g} s; run `skyshard replicas rebalance` again later")
+                del pending[w]
+        if pending:
+            time.sleep(POLL_S)
+    removed: list[tuple[str, str]] = []
+    results = _results(client, futures, {w: (addresses[w],) for w in futures},
+                       "remove its surplus copies")
+    for w, got in results.items():
+        if isinstance(got, BaseException):
+            left[w] = f"removing failed: {_describe(got)}"
+        else:
+            removed += [(u, w) for u in plan.removals[w]]
+    return sorted(removed), left
+
+
+def _processing(client: Client, addresses: Iterable[str]) -> dict[str, set[str]]:
+    """Address -> keys of the tasks the scheduler has given that worker, running or
+    waiting there."""
+    addresses = list(addresses)
+    if not addresses:
+        return {}
+    try:
+        found = client.processing(workers=addresses)
+    except Exception as exc:
+        raise ExternalError(f"the Dask scheduler does not answer: {_describe(exc)}") from exc
+    return {a: {str(k) for k in keys} for a, keys in (found or {}).items()}
+
+
 def _recorded(root: Path) -> Placement:
     placement = Placement.load(root)
     if placement is None:
@@ -351,14 +597,25 @@ def _stale(root: Path, placement: Placement) -> bool:
         return True
 
 
+def _current_drained(placement: Placement, alive: Mapping[str, str]) -> Placement:
+    """``placement`` with only the drained workers still in the cluster listed as such
+    (one that left has been removed; a new worker of that name starts afresh)."""
+    return replace(placement, drained=tuple(w for w in placement.drained if w in alive))
+
+
 def _maintain(client: Client, root: Path, placement: Placement, *, checksum: bool,
               from_catalog: bool) -> ReplicaReport:
     alive = named_workers(client)
-    if not alive:
-        raise ExternalError("the Dask cluster has no worker to hold replicas")
+    placement = _current_drained(placement, alive)
+    holding = sorted(w for w in alive if w not in placement.drained)
+    if not holding:
+        raise ExternalError("the Dask cluster has no worker to hold replicas"
+                            + (f" (drained: {', '.join(placement.drained)})"
+                               if placement.drained else ""))
     survey = _survey(client, placement, alive, checksum=checksum)
-    verified = {w: {u for u, s in states.items() if s == OK} for w, states in survey.items()}
-    plan = plan_copies(placement, verified, sorted(alive), replication=placement.replication,
+    verified = {w: {u for u, s in states.items() if s == OK} for w, states in survey.items()
+                if w in holding}
+    plan = plan_copies(placement, verified, holding, replication=placement.replication,
                        from_catalog=from_catalog)
     failed = _copy(client, root, placement, plan.copies, alive)
     bad = {(c.unit, c.target) for c, _ in failed}
@@ -413,9 +670,10 @@ def _report(placement: Placement, alive: Mapping[str, str],
     units = []
     order = [SHARED] + placement.partition_units if SHARED in placement.units else \
         placement.partition_units
+    holding = [w for w in sorted(alive) if w not in placement.drained]
     for key in order:
         unit = placement.units[key]
-        verified = [w for w in sorted(alive) if survey[w].get(key) == OK]
+        verified = [w for w in holding if survey[w].get(key) == OK]
         verified.sort(key=lambda w: (w not in unit.holders, w))
         units.append(UnitState(
             key, unit.rows, unit.holders, tuple(verified),
@@ -424,7 +682,7 @@ def _report(placement: Placement, alive: Mapping[str, str],
             corrupt=tuple(w for w in sorted(alive) if survey[w].get(key) == CORRUPT),
             down=tuple(h for h in unit.holders if h not in alive)))
     return ReplicaReport(placement.replication, tuple(sorted(alive)), units, stale=stale,
-                         placement=placement)
+                         placement=placement, drained=placement.drained)
 
 
 # --- moving files ------------------------------------------------------------------------------
@@ -596,10 +854,25 @@ def _results(client: Client, futures: Mapping[str, object],
     return out
 
 
+def _size(n: int) -> str:
+    """Bytes for people.
+
+    >>> _size(512), _size(1536), _size(3 * 2**30)
+    ('512 B', '1.5 KiB', '3.0 GiB')
+    """
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-__all__ = ["CONFIG_KEY", "ReplicaReport", "UnitState", "catalog_home", "check", "connect",
-           "named_workers", "place", "repair", "worker_home"]
+__all__ = ["CONFIG_KEY", "ReplicaReport", "TooFewWorkers", "UnitState", "catalog_home",
+           "check", "connect", "drain", "named_workers", "place", "rebalance", "repair",
+           "worker_home"]

@@ -1,0 +1,291 @@
+"""Rebalance and drain on a real cluster: a scheduler and ``dask worker`` processes
+(w0..w3), each keeping its copies in its own directory, one copy of each partition
+(R = 1: a copy moved is the only one, so a query routed to it before the move must
+still find it). Queries run while copies move and must answer as the embedded
+executor does."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("distributed")
+
+from background import run_in_thread
+from distributed import Client, LocalCluster
+from same_rows import assert_same_rows
+from test_oracle import CASES
+
+import skyshard
+from skyshard.cli import main
+from skyshard.dispatch import replicas
+from skyshard.dispatch.dask_executor import DaskExecutor
+from skyshard.dispatch.placement import PLACEMENT_FILE, SHARED, Placement, unit_weight
+from skyshard.errors import UnsupportedQueryError
+
+SCAN_SQL = ("SELECT s.filterId, COUNT(*) AS n, SUM(s.psfFlux) AS f FROM Object o "
+            "JOIN Source s ON o.objectId = s.objectId GROUP BY s.filterId")
+
+
+class Workers:
+    """``dask worker`` processes named as given, copies under ``base/<name>``; two
+    threads each, so that copies run beside a held query task."""
+
+    def __init__(self, client: Client, base: Path) -> None:
+        self.client, self.base = client, base
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, *names: str) -> None:
+        env = dict(os.environ, DASK_SKYSHARD__REPLICAS__DIRECTORY=str(self.base),
+                   PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        for name in names:
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "distributed.cli.dask_worker",
+                 self.client.scheduler.address, "--name", name, "--nthreads", "2",
+                 "--no-nanny", "--no-dashboard"],
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._wait(lambda live: set(names) <= live)
+
+    def stop_one(self, name: str) -> None:
+        self.procs.pop(name).send_signal(signal.SIGTERM)
+        self._wait(lambda live: name not in live)
+
+    def _wait(self, done, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not done(set(replicas.named_workers(self.client))):
+            assert time.monotonic() < deadline, "workers did not come or go"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            p.kill()
+            p.wait()
+
+
+@pytest.fixture(scope="module")
+def cluster(sky_root, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("rebalance-run")
+    root = tmp / "catalog"
+    shutil.copytree(sky_root, root)
+    scheduler = LocalCluster(n_workers=0, dashboard_address=":0")
+    client = Client(scheduler, set_as_default=False)
+    workers = Workers(client, tmp / "workers")
+    try:
+        workers.start("w0", "w1", "w2")
+        assert replicas.place(client, root, replication=1).healthy
+        ex = DaskExecutor(root, scheduler=scheduler.scheduler_address, placement="replicas")
+        db = skyshard.open(root)
+        db.executor = ex
+        try:
+            yield {"root": root, "client": client, "workers": workers, "db": db,
+                   "address": scheduler.scheduler_address, "marks": tmp / "marks"}
+        finally:
+            ex.close()
+    finally:
+        client.close()
+        workers.stop()
+        scheduler.close()
+
+
+@pytest.fixture(scope="module")
+def ids(sky_tables):
+    oids = sky_tables["Object"].column("objectId").to_pylist()
+    orphan = sky_tables["Source"].column("objectId").to_pylist()[-1]
+    return {"oid": oids[17], "oid2": oids[4000], "orphan": orphan}
+
+
+# --- on the workers ---------------------------------------------------------------------------
+
+
+def _held_tasks(marks: str, dask_worker=None) -> None:
+    """Every query task notes its start, then waits for ``marks/release`` (at most 60 s)
+    before it looks for its files."""
+    import skyshard.dispatch.dask_executor as mod
+
+    original = getattr(mod, "_original_run_replica_batch", mod.run_replica_batch)
+    mod._original_run_replica_batch = original
+    name = dask_worker.name
+
+    def held(*args, **kwargs):
+        Path(marks, f"started-{name}-{time.monotonic_ns()}").touch()
+        deadline = time.monotonic() + 60
+        while not Path(marks, "release").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return original(*args, **kwargs)
+
+    mod.run_replica_batch = held
+
+
+def _restore_tasks() -> None:
+    import skyshard.dispatch.dask_executor as mod
+
+    mod.run_replica_batch = getattr(mod, "_original_run_replica_batch", mod.run_replica_batch)
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def home(cluster, name: str) -> Path:
+    return cluster["workers"].base / name / Placement.load(cluster["root"]).catalog_id
+
+
+def files_on(cluster, name: str) -> set[str]:
+    d = home(cluster, name)
+    return {str(p.relative_to(d)) for p in d.rglob("*") if p.is_file()} if d.exists() else set()
+
+
+def recorded_files(placed: Placement, name: str) -> set[str]:
+    return {f for u in placed.units.values() if name in u.holders for f in u.files}
+
+
+def bytes_by_worker(placed: Placement) -> Counter:
+    out: Counter = Counter()
+    for k in placed.partition_units:
+        for h in placed.holders(k):
+            out[h] += unit_weight(placed.units[k])
+    return out
+
+
+def assert_balanced(placed: Placement, workers) -> None:
+    size = bytes_by_worker(placed)
+    count = Counter(h for k in placed.partition_units for h in placed.holders(k))
+    mean_b = sum(size[w] for w in workers) / len(workers)
+    mean_n = sum(count[w] for w in workers) / len(workers)
+    for w in workers:
+        assert abs(size[w] - mean_b) <= 0.1 * mean_b or abs(count[w] - mean_n) <= 1, (
+            w, dict(size), dict(count))
+
+
+def query_during(cluster, run_move, sql: str = SCAN_SQL) -> dict:
+    """Start ``sql``, planned on the record as it is, its tasks held on their workers;
+    start ``run_move()``; once it has recorded the new placement, give it a second (to
+    remove copies, if it would), then let the tasks read their files. The query's
+    outcome, with ``move``: what ``run_move()`` returned."""
+    marks, record = cluster["marks"], cluster["root"] / PLACEMENT_FILE
+    shutil.rmtree(marks, ignore_errors=True)
+    marks.mkdir()
+    cluster["client"].run(_held_tasks, str(marks))
+    try:
+        thread, out = run_in_thread(lambda: cluster["db"].sql(sql))
+        deadline = time.monotonic() + 30
+        while not list(marks.glob("started-*")):
+            assert time.monotonic() < deadline, "the query's tasks did not start"
+            time.sleep(0.01)
+        before = record.read_bytes()
+        mover, moved = run_in_thread(run_move)
+        deadline = time.monotonic() + 60
+        while record.read_bytes() == before and mover.is_alive():
+            assert time.monotonic() < deadline, "the placement was not recorded"
+            time.sleep(0.01)
+        time.sleep(1.0)
+        (marks / "release").touch()
+        thread.join(60)
+        mover.join(60)
+        assert not thread.is_alive() and not mover.is_alive()
+    finally:
+        (marks / "release").touch()
+        cluster["client"].run(_restore_tasks)
+    if "error" in moved:
+        raise moved["error"]
+    out["move"] = moved["table"]
+    out["ran_on"] = {p.name.split("-")[1] for p in marks.glob("started-*")}
+    return out
+
+
+# --- tests ------------------------------------------------------------------------------------
+
+
+def test_scale_up_rebalance_moves_copies_while_queries_run(cluster, sky_db_split, ids,
+                                                           capsys):
+    root, client = cluster["root"], cluster["client"]
+    before = Placement.load(root)
+    cluster["workers"].start("w3")
+    argv = ["replicas", "rebalance", str(root), "--scheduler", cluster["address"],
+            "--expect-workers", "4", "--wait", "30", "--grace", "0"]
+    out = query_during(cluster, lambda: main(argv))
+    assert out["move"] == 0, capsys.readouterr()
+    assert "error" not in out, out.get("error")
+    assert_same_rows(out["table"], sky_db_split.sql(SCAN_SQL), ordered=False)
+    text = capsys.readouterr().out
+    assert text.rstrip().endswith("healthy") and "w3" in text.splitlines()[-2]
+
+    after = Placement.load(root)
+    assert after.replication == 1 and after.catalog_id == before.catalog_id
+    assert all(len(after.holders(k)) == 1 for k in after.partition_units)
+    assert_balanced(after, ["w0", "w1", "w2", "w3"])
+    moved = [k for k in after.partition_units if after.holders(k) != before.holders(k)]
+    assert moved and all(after.holders(k) == ("w3",) for k in moved)
+    # the query planned before the move ran on old holders of moved partitions
+    assert out["ran_on"] & {before.holders(k)[0] for k in moved}
+    # every worker keeps exactly what the record names: the surplus copies are gone
+    for name in ("w0", "w1", "w2", "w3"):
+        assert files_on(cluster, name) == recorded_files(after, name), name
+    assert replicas.check(client, root).healthy
+    answered = 0
+    for template in CASES[::3]:
+        sql = template.format(**ids)
+        try:
+            got = cluster["db"].sql(sql)
+        except UnsupportedQueryError:  # one copy each: no worker holds all it reads
+            assert cluster["db"].plan(sql).split is None
+            continue
+        assert_same_rows(got, sky_db_split.sql(sql), ordered=" order by " in sql.lower())
+        answered += 1
+    assert answered >= len(CASES[::3]) // 2
+    # balanced already: nothing moves
+    again = replicas.rebalance(client, root, grace_s=0)
+    assert not again.copied and not again.removed and Placement.load(root).units == after.units
+
+
+def test_drain_empties_a_worker_that_then_leaves(cluster, sky_db_split, capsys):
+    root, client = cluster["root"], cluster["client"]
+    before = Placement.load(root)
+    held = [k for k in before.partition_units if before.holders(k) == ("w1",)]
+    assert held
+    argv = ["replicas", "drain", str(root), "w1", "--scheduler", cluster["address"],
+            "--grace", "0"]
+    out = query_during(cluster, lambda: main(argv))
+    assert out["move"] == 0, capsys.readouterr()
+    assert "error" not in out, out.get("error")
+    assert_same_rows(out["table"], sky_db_split.sql(SCAN_SQL), ordered=False)
+    text = capsys.readouterr().out
+    assert "drained: w1 holds nothing the placement names; it can be removed" in text
+    assert text.rstrip().endswith("healthy")
+
+    after = Placement.load(root)
+    assert after.drained == ("w1",)
+    assert not any("w1" in u.holders for u in after.units.values())
+    assert all(len(after.holders(k)) == 1 for k in after.partition_units)
+    assert_balanced(after, ["w0", "w2", "w3"])
+    assert files_on(cluster, "w1") == set()
+    # while it is still in the cluster, place gives it nothing and check is content
+    assert replicas.place(client, root).copied == []
+    assert "w1" not in Placement.load(root).holders(SHARED)
+    assert replicas.check(client, root).healthy
+    # it leaves: queries answer, the replicas are healthy
+    cluster["workers"].stop_one("w1")
+    assert_same_rows(cluster["db"].sql(SCAN_SQL), sky_db_split.sql(SCAN_SQL), ordered=False)
+    assert main(["replicas", "check", str(root), "--scheduler", cluster["address"],
+                 "--quiet"]) == 0
+
+
+def test_drain_refuses_when_too_few_workers_would_remain(cluster, capsys):
+    root = cluster["root"]
+    record = (root / PLACEMENT_FILE).read_bytes()
+    on_disk = {n: files_on(cluster, n) for n in ("w0", "w2", "w3")}
+    code = main(["replicas", "drain", str(root), "w0,w2", "w3", "--scheduler",
+                 cluster["address"]])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert ("0 live worker(s) would hold copies without w0, w2, w3 (none), fewer than the "
+            "replication factor 1: nothing was moved") in err, err
+    assert (root / PLACEMENT_FILE).read_bytes() == record
+    assert {n: files_on(cluster, n) for n in ("w0", "w2", "w3")} == on_disk
