@@ -205,7 +205,7 @@ def test_existing_cluster_runs_every_query_and_keeps_time_limits(served_catalog,
             assert _tap(srv, adql, "csv") == _tap(server, adql, "csv")
 
             # A query that runs for seconds on a worker: the client gets its time limit
-            # error on time (the worker's task runs on, its result is dropped).
+            # error on time (its statement on the worker is interrupted).
             conn = _mysql(srv)
             try:
                 with conn.cursor() as cur:

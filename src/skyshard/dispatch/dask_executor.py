@@ -117,6 +117,7 @@ from pathlib import Path
 from typing import Any
 
 import dask
+import duckdb
 import pyarrow as pa
 from distributed import Client, LocalCluster, as_completed
 from distributed.diagnostics.plugin import WorkerPlugin
@@ -141,6 +142,7 @@ from skyshard.dispatch.placement import (
 from skyshard.engine.duck import Engine
 from skyshard.errors import (
     ExternalError,
+    QueryCancelled,
     QueryLimitError,
     SkyshardError,
     UnsupportedQueryError,
@@ -187,17 +189,89 @@ class QueryFailed:
     error: SkyshardError
 
 
+#: This worker's running statements by query tag, and the tags interrupted lately
+#: (a task that starts after its query was interrupted does not run).
+_RUNNING: dict[str, list[Any]] = {}
+_INTERRUPTED: dict[str, float] = {}
+_RUNNING_LOCK = threading.Lock()
+_INTERRUPTED_KEPT_S = 600.0
+
+
 def run_batch(spec: EngineSpec, statements: tuple[str, ...],
-              max_rows: int | None = None) -> pa.Table | QueryFailed:
-    """The task: run ``statements`` in order on this worker's engine, one table out."""
+              max_rows: int | None = None, tag: str | None = None) -> pa.Table | QueryFailed:
+    """The task: run ``statements`` in order on this worker's engine, one table out.
+    ``tag`` names the query, so that ``interrupt_query`` can stop its statements."""
     engine = worker_engine(spec)
+    tables = []
     try:
-        tables = [engine.query(s, max_rows=max_rows) for s in statements]
+        for s in statements:
+            cur = engine.cursor()
+            with _RUNNING_LOCK:
+                if tag is not None and tag in _INTERRUPTED:
+                    cur.close()
+                    raise QueryCancelled("the query was interrupted")
+                _RUNNING.setdefault(tag or "", []).append(cur)
+            try:
+                tables.append(engine.query(s, max_rows=max_rows, cursor=cur))
+            finally:
+                with _RUNNING_LOCK:
+                    running = _RUNNING.get(tag or "", [])
+                    if cur in running:
+                        running.remove(cur)
+                    if not running:
+                        _RUNNING.pop(tag or "", None)
+    except duckdb.InterruptException:
+        return QueryFailed(QueryCancelled("the query was interrupted"))
     except SkyshardError as exc:
         return QueryFailed(exc)
     if len(tables) == 1:
         return tables[0]
     return pa.concat_tables(tables, promote_options="permissive")
+
+
+def interrupt_query(tag: str) -> int:
+    """Run on every worker (``Client.run``): interrupt the statements of query ``tag``
+    running here, and refuse its tasks that start later. How many were running."""
+    now = time.monotonic()
+    with _RUNNING_LOCK:
+        for old, when in list(_INTERRUPTED.items()):
+            if now - when > _INTERRUPTED_KEPT_S:
+                del _INTERRUPTED[old]
+        _INTERRUPTED[tag] = now
+        cursors = list(_RUNNING.get(tag, ()))
+    for cur in cursors:
+        try:
+            cur.interrupt()
+        except duckdb.Error:
+            pass  # that statement has just ended
+    return len(cursors)
+
+
+async def _interrupt_query_here(tag: str) -> int:
+    """``interrupt_query`` for ``Client.run(..., wait=False)``, which takes coroutines."""
+    return interrupt_query(tag)
+
+
+class _RemoteQuery:
+    """A query's tasks on the cluster, as the query service sees them: ``interrupt()``
+    (from any thread) cancels the tasks not started and interrupts the running ones."""
+
+    def __init__(self, client: Client, tag: str) -> None:
+        self.client, self.tag = client, tag
+        self.interrupted = False
+        self.futures: list = []
+
+    def interrupt(self) -> None:
+        self.interrupted = True
+        try:
+            self.client.cancel(list(self.futures))
+            self.client.run(_interrupt_query_here, self.tag, wait=False)
+        except Exception:  # noqa: BLE001 - the cluster may be gone; the query ends anyway
+            pass
+
+    def check(self) -> None:
+        if self.interrupted:
+            raise QueryCancelled("the query was interrupted")
 
 
 class EngineWarmer(WorkerPlugin):
@@ -234,7 +308,8 @@ class MissingFiles:
 
 
 def run_replica_batch(spec: ReplicaSpec, statements: tuple[str, ...], files: tuple[str, ...],
-                      max_rows: int | None = None) -> pa.Table | QueryFailed | MissingFiles:
+                      max_rows: int | None = None,
+                      tag: str | None = None) -> pa.Table | QueryFailed | MissingFiles:
     """The task in shared-nothing mode: check that this worker's copy has ``files``, then
     run ``statements`` on it, the catalog root rewritten to the copy's directory (the
     engine may read only that directory)."""
@@ -246,7 +321,7 @@ def run_replica_batch(spec: ReplicaSpec, statements: tuple[str, ...], files: tup
     if missing:
         return MissingFiles(str(worker.name), missing)
     local = tuple(rebase(s, spec.source_root, home) for s in statements)
-    return run_batch(spec.engine_spec(home), local, max_rows)
+    return run_batch(spec.engine_spec(home), local, max_rows, tag)
 
 
 class ReplicaEngineWarmer(WorkerPlugin):
@@ -594,22 +669,36 @@ class DaskExecutor:
                                 f"{_describe(exc)}") from exc
         return found
 
+    def remote_query(self) -> _RemoteQuery:
+        """A new query's handle, registered with the query service's tracker (if the
+        engine is tracked: ``service.cursors``) so that cancelling the query stops its
+        tasks on the workers."""
+        remote = _RemoteQuery(self.client, uuid.uuid4().hex[:12])
+        track = getattr(self.engine, "track", None)
+        if track is not None:
+            track(remote)
+        return remote
+
     def _gather(self, batches: list[Batch], max_rows: int | None) -> list[pa.Table]:
         """Submit one task per batch; their tables, in batch order."""
-        tag = uuid.uuid4().hex[:12]
-        futures = [self.client.submit(run_batch, self.spec, b.statements, max_rows,
+        remote = self.remote_query()
+        tag = remote.tag
+        futures = [self.client.submit(run_batch, self.spec, b.statements, max_rows, tag,
                                       key=f"skyshard-{tag}-{i}", pure=False,
                                       workers=[b.worker] if b.worker else None,
                                       allow_other_workers=True, retries=self.retries)
                    for i, b in enumerate(batches)]
+        remote.futures = futures
         which = {f.key: i for i, f in enumerate(futures)}
         results: dict[int, pa.Table] = {}
         try:
+            remote.check()  # interrupted before its tasks were known
             for fut in as_completed(futures, loop=self.client.loop, timeout=self.timeout):
                 i = which[fut.key]
                 try:
                     value = fut.result()
                 except Exception as exc:
+                    remote.check()
                     raise _lost(batches[i], exc) from exc
                 if isinstance(value, QueryFailed):
                     raise value.error
@@ -688,7 +777,8 @@ class _ReplicaRun:
         self.ex, self.plan, self.placement = ex, plan, placement
         assert ex.replica_spec is not None
         self.spec = replace(ex.replica_spec, source_root=str(plan.root))
-        self.tag = uuid.uuid4().hex[:12]
+        self.remote = ex.remote_query()
+        self.tag = self.remote.tag
         self.excluded: dict[str, str] = {}  # worker name -> why
         self.alive = ex.named_workers()
         if not self.alive:  # e.g. every worker restarting: wait like shared mode does
@@ -714,6 +804,7 @@ class _ReplicaRun:
             for b in batches:
                 self._submit(b, None if self.merge else max_rows)
             while self.running:
+                self.remote.check()
                 lost = self._collect(results)
                 for b, why in lost:
                     self.excluded[b.worker] = why
@@ -781,10 +872,11 @@ class _ReplicaRun:
         if address is None:  # cannot happen: batches are planned on live workers
             raise ExternalError(f"worker {b.worker} is not in the cluster")
         fut = self.ex.client.submit(run_replica_batch, self.spec, b.statements, b.files,
-                                    max_rows, key=f"skyshard-{self.tag}-{self.seq}",
+                                    max_rows, self.tag, key=f"skyshard-{self.tag}-{self.seq}",
                                     pure=False, workers=[address], allow_other_workers=False,
                                     retries=self.ex.retries)
         self.running[fut] = (self.seq, b, address)
+        self.remote.futures.append(fut)
         self.finished.watch(fut)
         self.seq += 1
 

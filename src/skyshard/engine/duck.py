@@ -82,13 +82,15 @@ class Engine:
             return self._db.cursor()
 
     def query(self, sql: str, *, max_rows: int | None = None,
-              tables: dict[str, pa.Table] | None = None) -> pa.Table:
+              tables: dict[str, pa.Table] | None = None,
+              cursor: duckdb.DuckDBPyConnection | None = None) -> pa.Table:
         """Run one statement the planner built; Arrow table out.
 
         ``tables`` are Arrow tables visible by name to this statement only (partial
-        results for a merge).
+        results for a merge). ``cursor``: one of this engine's cursors to run on (so
+        that the caller can interrupt it); closed at the end, like the engine's own.
         """
-        cur = self.cursor()
+        cur = cursor if cursor is not None else self.cursor()
         try:
             for name, t in (tables or {}).items():
                 cur.register(name, t)

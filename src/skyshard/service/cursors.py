@@ -9,9 +9,11 @@ calls ``cursor.interrupt()`` on each of them; DuckDB stops the statement and it 
 
 Limits, honestly: the fragment threads of ``LocalExecutor(fragment_partitions=N)`` are
 not the query's thread, so their cursors are attributed to a query only while it is the
-only one running (the merge statement, on the query's thread, always is). An executor
-without an ``engine`` attribute (a cluster executor) gets no wrapper: ``install`` returns
-False and a cancelled query is only marked and its result dropped.
+only one running (the merge statement, on the query's thread, always is). A cluster
+executor registers, on the query's thread, an object whose ``interrupt()`` stops the
+query's tasks on the workers (``engine.track(obj)``). An executor without an ``engine``
+attribute gets no wrapper: ``install`` returns False and a cancelled query is only
+marked and its result dropped.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ class CursorTracker:
                 cur.interrupt()
             except duckdb.Error:
                 pass  # already closed: that statement is over
+            except Exception:  # noqa: BLE001 - a cluster that stopped answering
+                pass
         return len(cursors)
 
     def _add(self, cursor: Any) -> None:
@@ -88,6 +92,11 @@ class _TrackedEngine:
         cur = self.wrapped.cursor()
         self._tracker._add(cur)
         return cur
+
+    def track(self, interruptible: Any) -> None:
+        """Interrupt ``interruptible`` (anything with ``interrupt()``) with the query the
+        current thread runs."""
+        self._tracker._add(interruptible)
 
     def query(self, sql: str, **kwargs: Any) -> Any:
         # The engine's own method, with ``self.cursor()`` resolved on this wrapper.
