@@ -144,6 +144,9 @@ def test_serve_config_is_accepted_by_skyshard_serve(tmp_path):
         ("/data/catalog", "0.0.0.0", 4040, 8080)
     assert cfg.database == "lsst" and cfg.limits.timeout_s == 60.0 and cfg.limits.max_rows == 10
     assert not cfg.credentials.allow_anonymous
+    # scans go to the Dask workers, which read the same catalog volume
+    assert (cfg.cluster.scheduler, cfg.cluster.placement, cfg.cluster.local_interactive) == \
+        ("tcp://sky-scheduler:8786", "shared", True)
 
 
 def test_command_lines_are_accepted_by_their_programs(tmp_path):

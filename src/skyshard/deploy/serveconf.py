@@ -23,6 +23,12 @@ def serve_toml(spec: SkyShardSpec) -> str:
            "http_port": HTTP_PORT, "database": spec.sql_database, "results_dir": RESULTS_DIR,
            "allow_anonymous": False}
     lines = [f"{k} = {_value(v)}" for k, v in top.items()]
+    # Scans go to the Dask workers; id lookups and cones stay in the front end, which
+    # mounts the same catalog. The workers read the catalog volume (or their copy of
+    # the S3 catalog) as shared storage.
+    cluster = {"scheduler": spec.scheduler_address, "placement": "shared",
+               "local_interactive": True}
+    lines += ["", "[cluster]"] + [f"{k} = {_value(v)}" for k, v in cluster.items()]
     if spec.limits:
         lines += ["", "[limits]"] + [f"{k} = {_value(v)}" for k, v in sorted(spec.limits.items())]
     return "\n".join(lines) + "\n"

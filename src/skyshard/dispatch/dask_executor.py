@@ -96,9 +96,9 @@ where a worker keeps its copies (``skyshard.replicas.directory`` / its name):
 
 Not built yet: ingest publishing straight to the replicas (a new table version is
 copied by running ``replicas place`` again; until then its queries fail, naming the
-files the placement lacks); removing files of older versions and surplus copies from
-workers; rebalancing onto workers that joined after placement; concurrent
-place/repair runs on one catalog.
+files the placement lacks); removing files of older table versions from workers;
+concurrent place/repair/rebalance runs on one catalog. Spreading copies onto workers
+that joined, and draining workers before they leave: ``replicas.rebalance``/``drain``.
 """
 
 from __future__ import annotations
