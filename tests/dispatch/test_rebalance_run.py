@@ -203,7 +203,16 @@ def query_during(cluster, run_move, sql: str = SCAN_SQL) -> dict:
 # --- tests ------------------------------------------------------------------------------------
 
 
-def test_scale_up_rebalance_moves_copies_while_queries_run(cluster, sky_db_split, ids,
+def test_scale_up_then_drain_then_refuse(cluster, sky_db_split, ids, capsys):
+    """One story, in order (each step starts from the state the last one left, so they
+    are one test: pytest-xdist may not split them across processes): w3 joins and the
+    copies spread onto it; w1 is drained and leaves; draining everyone left is refused."""
+    _scale_up_rebalance_moves_copies_while_queries_run(cluster, sky_db_split, ids, capsys)
+    _drain_empties_a_worker_that_then_leaves(cluster, sky_db_split, capsys)
+    _drain_refuses_when_too_few_workers_would_remain(cluster, capsys)
+
+
+def _scale_up_rebalance_moves_copies_while_queries_run(cluster, sky_db_split, ids,
                                                            capsys):
     root, client = cluster["root"], cluster["client"]
     before = Placement.load(root)
@@ -245,7 +254,7 @@ def test_scale_up_rebalance_moves_copies_while_queries_run(cluster, sky_db_split
     assert not again.copied and not again.removed and Placement.load(root).units == after.units
 
 
-def test_drain_empties_a_worker_that_then_leaves(cluster, sky_db_split, capsys):
+def _drain_empties_a_worker_that_then_leaves(cluster, sky_db_split, capsys):
     root, client = cluster["root"], cluster["client"]
     before = Placement.load(root)
     held = [k for k in before.partition_units if before.holders(k) == ("w1",)]
@@ -277,7 +286,7 @@ def test_drain_empties_a_worker_that_then_leaves(cluster, sky_db_split, capsys):
                  "--quiet"]) == 0
 
 
-def test_drain_refuses_when_too_few_workers_would_remain(cluster, capsys):
+def _drain_refuses_when_too_few_workers_would_remain(cluster, capsys):
     root = cluster["root"]
     record = (root / PLACEMENT_FILE).read_bytes()
     on_disk = {n: files_on(cluster, n) for n in ("w0", "w2", "w3")}

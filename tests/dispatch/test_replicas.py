@@ -19,6 +19,8 @@ import threading
 import time
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 pytest.importorskip("distributed")
@@ -29,6 +31,7 @@ from same_rows import assert_same_rows
 from test_oracle import CASES
 
 import skyshard
+from skyshard.catalog import model
 from skyshard.cli import main
 from skyshard.dispatch import replicas
 from skyshard.dispatch.dask_executor import DaskExecutor
@@ -373,3 +376,25 @@ def test_a_result_lost_with_its_worker_is_not_waited_for(healthy):
     with pytest.raises(replicas.WorkerLost):
         replicas.fetch(client, fut, (address,))
     assert time.monotonic() - t0 < 10
+
+
+def test_a_version_ingested_after_placement_is_placed_by_its_first_query(sky_root, sky_tables,
+                                                                        tmp_path):
+    """Ingest publishes to the catalog folder; the next query finds files the workers
+    lack, copies them out (only those) and answers from the new version."""
+    root = tmp_path / "catalog"
+    shutil.copytree(sky_root, root)
+    count = "SELECT COUNT(*) AS n FROM Object WHERE ra >= 0"
+    with skyshard.open(root, workers=2, placement="replicas", replication=1,
+                       replica_dir=tmp_path / "copies") as db:
+        before = db.sql(count).column(0)[0].as_py()
+        extra = sky_tables["Object"].slice(0, 50)
+        extra = extra.set_column(extra.schema.get_field_index("objectId"), "objectId",
+                                 pa.array([10**12 + i for i in range(50)], pa.int64()))
+        more = tmp_path / "more.parquet"
+        pq.write_table(extra, more)
+        skyshard.ingest(root, "Object", [more], append=True,
+                        options=skyshard.IngestOptions(progress=False))
+        assert db.sql(count).column(0)[0].as_py() == before + 50
+        placed = Placement.load(root)
+        assert placed.generation == model.load(root).generation  # the record follows

@@ -94,9 +94,11 @@ where a worker keeps its copies (``skyshard.replicas.directory`` / its name):
   copies (size + SHA-256) and missing or corrupt ones; ``skyshard replicas repair``
   restores the replication factor from intact copies on other workers.
 
-Not built yet: ingest publishing straight to the replicas (a new table version is
-copied by running ``replicas place`` again; until then its queries fail, naming the
-files the placement lacks); removing files of older table versions from workers;
+A version published after placement (an ingest) is placed by the first query that
+needs it (``replicas.place``: only the new files are copied; the coordinator writes
+``replicas.json``, so its catalog root must be writable, else the query fails asking
+for ``skyshard replicas place``). Not built yet: removing files of older table
+versions from workers;
 concurrent place/repair/rebalance runs on one catalog. Spreading copies onto workers
 that joined, and draining workers before they leave: ``replicas.rebalance``/``drain``.
 """
@@ -104,6 +106,7 @@ that joined, and draining workers before they leave: ``replicas.rebalance``/``dr
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -151,6 +154,8 @@ from skyshard.errors import (
 from skyshard.sql.plan import QueryPlan
 from skyshard.sql.split import PARTIALS
 from skyshard.storage import remote
+
+log = logging.getLogger("skyshard.dispatch")
 
 # --- the worker side ---------------------------------------------------------------------
 
@@ -475,14 +480,19 @@ def split_batches(plan: QueryPlan, placement: Placement, groups: dict[str, list[
     return out
 
 
+class StalePlacement(ExternalError):
+    """A statement reads files the placement does not list: a version published (an
+    ingest) after the catalog was placed on the workers."""
+
+
 def _placed_files(sql: str, plan: QueryPlan, placement: Placement) -> tuple[str, ...]:
     """The files ``sql`` reads, every one of which the placement must list."""
     files = tuple(sorted(statement_files(sql, plan.root)))
     unknown = [f for f in files if placement.unit_of(f) is None]
     if unknown:
-        raise ExternalError(f"the catalog changed since it was placed on the workers: "
-                            f"{unknown[0]} (and {len(unknown) - 1} more) not in the "
-                            "placement; run `skyshard replicas place`")
+        raise StalePlacement(f"the catalog changed since it was placed on the workers: "
+                             f"{unknown[0]} (and {len(unknown) - 1} more) not in the "
+                             "placement; run `skyshard replicas place`")
     return files
 
 
@@ -607,6 +617,8 @@ class DaskExecutor:
         self.replica_spec: ReplicaSpec | None = None
         self.placement_report: replicas.ReplicaReport | None = None
         self._placement: tuple[int, Placement] | None = None
+        self._place_lock = threading.Lock()
+        self.replication = replication
         if scheduler is not None:
             self.client = _connect(scheduler, connect_timeout, direct=direct)
         else:
@@ -713,14 +725,40 @@ class DaskExecutor:
     # --- shared-nothing mode ---------------------------------------------------------------
 
     def _run_on_replicas(self, plan: QueryPlan, max_rows: int | None) -> pa.Table:
-        run = _ReplicaRun(self, plan, self._current_placement())
-        tables = run.gather(max_rows)
+        try:
+            run = _ReplicaRun(self, plan, self._current_placement())
+            tables = run.gather(max_rows)
+        except StalePlacement:  # a new version was published: copy it out, then run
+            self._place_new_version()
+            run = _ReplicaRun(self, plan, self._current_placement())
+            tables = run.gather(max_rows)
         if not run.merge:
             return named(tables[0], plan)
         combined = pa.concat_tables(tables, promote_options="permissive")
         merged = self.engine.query(plan.merge_sql(), tables={PARTIALS: combined},
                                    max_rows=max_rows)
         return named(merged, plan)
+
+    def _place_new_version(self) -> None:
+        """Place what a newly published version added (``replicas.place``: only missing
+        copies are made), once for all the queries that found it missing."""
+        assert self.replica_spec is not None
+        with self._place_lock:  # queries that meet it together place it once:
+            # the later ones find the copies there (place copies only what is missing)
+            log.info("placing a new version of %s on the workers", self.root)
+            try:
+                report = replicas.place(self.client, self.root, replication=self.replication,
+                                        checksum=False)
+            except OSError as exc:
+                raise ExternalError(f"a new version of the catalog was published and cannot "
+                                    f"be placed on the workers from here ({exc}); run "
+                                    "`skyshard replicas place`") from exc
+            self._placement = None
+            placed = self._current_placement()
+            self.replica_spec = replace(self.replica_spec, catalog_id=placed.catalog_id)
+            if report.missing or report.failed:
+                raise ExternalError("a new version of the catalog could not be placed on "
+                                    "the workers:\n" + report.text(every_unit=False))
 
     def _current_placement(self) -> Placement:
         """The recorded placement, read again when ``replicas.json`` changed (a repair)."""
