@@ -315,7 +315,7 @@ def report(results: list[dict], a: argparse.Namespace, command: str) -> str:
         (f"- Same input (bench/generate.py Object Parquet), same products: partitions of at "
          f"most {a.max_rows_per_partition:,} rows (hats-import `pixel_threshold`), a "
          f"{a.margin_arcsec:g}\" margin, an objectId index. skyshard: one process (DuckDB "
-         "sort, 1.5 GB memory limit); hats-import: dask LocalCluster, 2 workers x 1 thread."),
+         "sort, 1 GB memory limit); hats-import: dask LocalCluster, 2 workers x 1 thread."),
         "- Peak RSS: the whole process tree (dask workers included), sampled every 0.1 s.",
         ("- `skyshard append`: the last 10 % of the rows loaded as an increment into the "
          "table built from the other 90 % (time and rows of the increment alone): the "

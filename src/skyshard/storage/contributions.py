@@ -136,7 +136,7 @@ def fetch(source: str, work: Path, *, name: str | None = None) -> tuple[Path, st
 
 def spool(dest: Path, path: Path, display: str, fmt_name: str, spec: TableSpec,
           schema: pa.Schema | None, *, batch_rows: int, progress: Progress,
-          index_file: Path | None = None, memory_limit: str = "1500MB") -> tuple[int, pa.Schema]:
+          index_file: Path | None = None, memory_limit: str = "1GB") -> tuple[int, pa.Schema]:
     """Read ``path``, check it and write ``dest/rows.parquet`` (and a director's
     histogram). ``schema`` is the table's (None: inferred from this file);
     ``index_file`` the published director index to check new keys against. Returns

@@ -77,7 +77,7 @@ class BuildContext:
     work: Path  # scratch space
     out: Path  # new versions, laid out like the catalog
     transaction: str
-    memory_limit: str = "1500MB"
+    memory_limit: str = "1GB"
     batch_rows: int = 262_144
     show_progress: bool | None = None
     report: Path | None = None

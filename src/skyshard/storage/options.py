@@ -28,7 +28,7 @@ class IngestOptions:
     max_order: int = DEFAULT_MAX_ORDER
     margin_arcsec: float = DEFAULT_MARGIN_ARCSEC
     batch_rows: int = 262_144
-    memory_limit: str = "1500MB"
+    memory_limit: str = "1GB"  # DuckDB's, for the sorts and key checks (it spills beyond)
     allow_duplicate_keys: bool = False
     progress: bool | None = None  # None: show a bar when stderr is a terminal
     fsync: bool = True
