@@ -3,17 +3,32 @@
 off and on, and the same 4 queries one at a time (what a lone full scan pays).
 
     python bench/shared_scans_bench.py [--objects N | --catalog DIR] [--reps 5]
-                                       [--unit-rows R] [--workloads photometry,mixed,sources]
-                                       [--no-record]
+                                       [--storage local|s3] [--cold] [--no-alone]
+                                       [--unit-rows R] [--min-overlap X]
+                                       [--workloads photometry,mixed,sources] [--no-record]
 
 Uses the catalog of bench/core.py (``bench/data/catalog-<N>-seed1``; run core.py first).
 One ``Database``, two executors over its one DuckDB: ``LocalExecutor(shared_scans=False)``
 (each query one statement over its files) and the default one (full scans ride a shared
-scan, units of ``--unit-rows`` rows). Per workload: one untimed warm-up, then ``--reps``
-repetitions alternating the executors, each repetition the 4 queries started together on
-4 threads (wall time until the last one ends, and the process CPU time: every DuckDB
-thread included), then the same queries one after another. Every result of the shared
-executor is compared with the other's (same rows, any order, floats to 1e-9 relative).
+scan, units of ``--unit-rows`` rows, overlap ``--min-overlap``: skyshard's defaults
+unless given). Per workload: one untimed warm-up, then ``--reps`` repetitions alternating the
+executors, each repetition the 4 queries started together on 4 threads (wall time until
+the last one ends, and the process CPU time: every DuckDB thread included), then the same
+queries one after another (not with ``--no-alone``). Every result of the shared executor
+is compared with the other's (same rows, any order, floats to 1e-9 relative).
+
+Where the files are read from:
+
+- ``--storage local`` (default): the catalog folder; its files stay in the page cache
+  between runs (warm), unless ``--cold``: the page cache is dropped (``sync; echo 3 >
+  /proc/sys/vm/drop_caches``, root only) before every timed run, so each run reads the
+  files from the disk (bytes read from the disk: ``/proc/self/io`` ``read_bytes``);
+- ``--storage s3``: an S3 server on localhost (``moto_server``, a child process, data in
+  its memory) with the catalog uploaded by ``skyshard upload``'s code, opened as
+  ``skyshard.open("s3://...", storage_options=...)`` with fsspec's defaults, as a user
+  gets them. The S3 GET requests and the bytes they return are counted in this process;
+  the server's CPU time is reported apart (it shares this machine's cores, unlike a
+  real object store).
 
 Workloads (4 queries each):
 
@@ -33,10 +48,15 @@ import datetime as dt
 import json
 import os
 import resource
+import shutil
+import socket
 import statistics
+import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -78,6 +98,164 @@ TARGET = 1.5
 def cpu_s() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
+
+
+# --- where the files are read from ------------------------------------------------------
+
+
+class Storage:
+    """The catalog as the benchmark opens it, and what one timed run reads."""
+
+    label = "local, warm (files in the page cache)"
+
+    def __init__(self, catalog: Path) -> None:
+        self.catalog = catalog
+
+    def open(self, **kwargs):
+        import skyshard
+
+        return skyshard.open(self.catalog, **kwargs)
+
+    def before_run(self) -> None:
+        """Called before every timed run (not timed)."""
+
+    def meter(self) -> dict[str, float]:
+        """Counters; the difference across a run is what it read."""
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+class ColdLocal(Storage):
+    label = "local, cold (page cache dropped before every timed run)"
+
+    def __init__(self, catalog: Path) -> None:
+        super().__init__(catalog)
+        drop_page_cache()  # fail now, not after the warm-up
+
+    def before_run(self) -> None:
+        drop_page_cache()
+
+    def meter(self) -> dict[str, float]:
+        return {"disk_MB": proc_io()["read_bytes"] / 1e6}
+
+
+def drop_page_cache() -> None:
+    """Write back dirty pages and drop the clean ones: the next reads go to the disk."""
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+    except OSError as exc:
+        raise SystemExit(f"--cold needs to drop the page cache (root, /proc/sys/vm "
+                         f"writable): {exc}") from exc
+
+
+def proc_io() -> dict[str, int]:
+    out = {}
+    with open("/proc/self/io") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            out[k.strip()] = int(v)
+    return out
+
+
+class S3(Storage):
+    """A moto S3 server on a free localhost port, the catalog uploaded to it."""
+
+    BUCKET = "bench"
+
+    def __init__(self, catalog: Path, options: dict | None = None) -> None:
+        super().__init__(catalog)
+        exe = shutil.which("moto_server")
+        if exe is None:
+            raise SystemExit("--storage s3 needs moto's server: pip install 'moto[server]'")
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        endpoint = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(endpoint + "/", timeout=1)
+                break
+            except urllib.error.HTTPError:
+                break  # it answers
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.close()
+                    raise SystemExit(f"moto_server did not start on {endpoint}")
+                time.sleep(0.1)
+        self.options = {"key": "testing", "secret": "testing", "endpoint_url": endpoint}
+        self.extra = dict(options or {})
+        self.url = f"s3://{self.BUCKET}/{catalog.name}"
+        from skyshard.storage import remote
+
+        remote.filesystem("s3", self.options).mkdir(self.BUCKET)
+        t0 = time.perf_counter()
+        self.files = remote.upload(catalog, self.url, self.options)
+        self.upload_s = time.perf_counter() - t0
+        self.label = (f"S3 on localhost (moto_server, its own process; {self.files} files "
+                      f"uploaded in {self.upload_s:.1f} s), "
+                      + (f"storage options {self.extra}" if self.extra else
+                         "fsspec/s3fs defaults"))
+        self.gets = self.got = 0
+        self._count_gets()
+        print(f"S3: {self.url} at {endpoint}, {self.files} files uploaded in "
+              f"{self.upload_s:.1f} s", flush=True)
+
+    def _count_gets(self) -> None:
+        """Count GetObject requests and their bytes (every S3FileSystem in this process)."""
+        import s3fs
+
+        original = s3fs.S3FileSystem._call_s3
+        lock = threading.Lock()
+
+        async def counted(fs, method, *args, **kwargs):
+            out = await original(fs, method, *args, **kwargs)
+            if method == "get_object":
+                with lock:
+                    self.gets += 1
+                    self.got += int(out.get("ContentLength") or 0)
+            return out
+
+        s3fs.S3FileSystem._call_s3 = counted
+
+    def open(self, **kwargs):
+        import skyshard
+
+        return skyshard.open(self.url, storage_options=self.options | self.extra, **kwargs)
+
+    def meter(self) -> dict[str, float]:
+        return {"GETs": self.gets, "fetched_MB": self.got / 1e6,
+                "server_cpu_s": self.server_cpu()}
+
+    def server_cpu(self) -> float:
+        """CPU seconds of the S3 server process so far."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def metered(storage: Storage, run, *args) -> tuple[float, float, list, dict[str, float]]:
+    """``run(*args)`` from a fresh start (``before_run``), with what it read."""
+    storage.before_run()
+    m0 = storage.meter()
+    wall, cpu, out = run(*args)
+    m1 = storage.meter()
+    return wall, cpu, out, {k: m1[k] - m0[k] for k in m0}
 
 
 def together(db, executor, sqls: list[str]) -> tuple[float, float, list]:
@@ -128,12 +306,13 @@ def columns_read(db, sqls: list[str], table: str) -> tuple[int, int]:
     return len(set().union(*sets)), sum(len(s) for s in sets)
 
 
-def run_workload(db, off, on, name: str, reps: int) -> dict:
+def run_workload(db, off, on, name: str, reps: int, storage: Storage, alone: bool) -> dict:
     table, sqls = WORKLOADS[name]
     union, total = columns_read(db, sqls, table)
     r = {"table": table, "queries": sqls, "columns_union": union, "columns_sum": total,
          "together": {"off": [], "on": []}, "together_cpu": {"off": [], "on": []},
          "alone": {"off": [], "on": []}, "alone_cpu": {"off": [], "on": []},
+         "together_io": {"off": [], "on": []}, "alone_io": {"off": [], "on": []},
          "mismatches": []}
     print(f"\n{name}: {table}, 4 queries, columns {union} shared / {total} read separately",
           flush=True)
@@ -148,52 +327,80 @@ def run_workload(db, off, on, name: str, reps: int) -> dict:
                 r["mismatches"].append(f"{how} rep {rep} query {i + 1}: {diff}")
                 print(f"!!! RESULT MISMATCH {name} {how} rep {rep} query {i + 1}: {diff}")
 
+    kinds = [("together", together, "together")] + \
+        ([("alone", one_by_one, "one by one")] if alone else [])
     for rep in range(reps):
         order = ("off", "on") if rep % 2 == 0 else ("on", "off")
-        for mode in order:
-            wall, cpu, got = together(db, off if mode == "off" else on, sqls)
-            r["together"][mode].append(wall)
-            r["together_cpu"][mode].append(cpu)
-            if mode == "on":
-                check(got, "together", rep)
-        for mode in order:
-            wall, cpu, got = one_by_one(db, off if mode == "off" else on, sqls)
-            r["alone"][mode].append(wall)
-            r["alone_cpu"][mode].append(cpu)
-            if mode == "on":
-                check(got, "one by one", rep)
-        print(f"  rep {rep + 1}: together off {r['together']['off'][-1]:.2f} s, "
-              f"on {r['together']['on'][-1]:.2f} s; one by one off {r['alone']['off'][-1]:.2f} s, "
-              f"on {r['alone']['on'][-1]:.2f} s", flush=True)
+        for key, run, how in kinds:
+            for mode in order:
+                wall, cpu, got, io = metered(storage, run, db, off if mode == "off" else on,
+                                             sqls)
+                r[key][mode].append(wall)
+                r[key + "_cpu"][mode].append(cpu)
+                r[key + "_io"][mode].append(io)
+                if mode == "on":
+                    check(got, how, rep)
+        line = (f"  rep {rep + 1}: together off {r['together']['off'][-1]:.2f} s, "
+                f"on {r['together']['on'][-1]:.2f} s")
+        if alone:
+            line += (f"; one by one off {r['alone']['off'][-1]:.2f} s, "
+                     f"on {r['alone']['on'][-1]:.2f} s")
+        io = r["together_io"]
+        if io["off"][-1]:
+            line += "; together read off " + _io_text(io["off"][-1]) + ", on " + \
+                _io_text(io["on"][-1])
+        print(line, flush=True)
     after = on.scans.stats
     r["scan_stats"] = {k: after[k] - before.get(k, 0) for k in after}
-    for key in ("together", "together_cpu", "alone", "alone_cpu"):
+    keys = ("together", "together_cpu", "alone", "alone_cpu") if alone else \
+        ("together", "together_cpu")
+    for key in keys:
         r[key + "_median"] = {m: statistics.median(v) for m, v in r[key].items()}
+    for key in ("together_io", "alone_io") if alone else ("together_io",):
+        r[key + "_median"] = {m: {k: statistics.median(x[k] for x in v) for k in v[0]}
+                              for m, v in r[key].items()}
     r["speedup"] = r["together_median"]["off"] / r["together_median"]["on"]
     r["cpu_ratio"] = r["together_cpu_median"]["off"] / r["together_cpu_median"]["on"]
-    r["alone_overhead"] = r["alone_median"]["on"] / r["alone_median"]["off"]
+    if alone:
+        r["alone_overhead"] = r["alone_median"]["on"] / r["alone_median"]["off"]
     return r
+
+
+def _io_text(io: dict[str, float]) -> str:
+    """What a run read, e.g. '412 MB in 96 GETs, server 1.2 CPU s'."""
+    parts = []
+    if "fetched_MB" in io:
+        parts.append(f"{io['fetched_MB']:,.0f} MB in {io['GETs']:,.0f} GETs")
+    if "disk_MB" in io:
+        parts.append(f"{io['disk_MB']:,.0f} MB from disk")
+    if "server_cpu_s" in io:
+        parts.append(f"server {io['server_cpu_s']:.1f} CPU s")
+    return ", ".join(parts)
 
 
 def load() -> str:
     return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def section(args, res: dict, catalog: Path, db, scans, m: dict, v: dict) -> str:
+def section(args, res: dict, catalog: Path, db, scans, storage: Storage, m: dict,
+            v: dict) -> str:
     now = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     cmd = "python bench/shared_scans_bench.py " + " ".join(args.argv)
     tables = ", ".join(
         f"{t} {db.tables[t].rows:,} rows / {len(db.tables[t].partitions)} partitions / "
         f"{len(scans.units(db.tables[t]))} units"
         for t in sorted({WORKLOADS[w][0] for w in res["workloads"]}))
+    alone = not args.no_alone
+    metered_io = any(res[n]["together_io"]["off"][0] for n in res["workloads"])
     lines = [
-        f"## {now} — shared scans: 4 concurrent full scans, off vs on",
+        f"## {now} — shared scans: 4 concurrent full scans, off vs on ({res['storage']})",
         "",
         f"Command: `{cmd.strip()}`",
         "",
         f"- Data: `{catalog.name}`: {tables} (a unit: consecutive partitions of at most about "
         f"{scans.unit_rows:,} rows, read once for the queries that need it when their "
         f"columns overlap {scans.min_overlap}x or more)",
+        f"- Storage: {storage.label}",
         f"- Machine: {m['cores']} cores, {m['ram_bytes'] / 2**30:.1f} GiB RAM, {m['cpu']}, "
         f"{m['os']}, Python {m['python']}; load average (1/5/15 min) before "
         f"{res['load_before']}, after {res['load_after']}",
@@ -203,24 +410,41 @@ def section(args, res: dict, catalog: Path, db, scans, m: dict, v: dict) -> str:
         "steadier.",
         f"- {args.reps} repetitions, medians; 'together' = the 4 queries started at once on 4 "
         "threads (wall time to the last result; CPU = the process's CPU time, all DuckDB "
-        "threads); 'one by one' = the same 4 queries in sequence (a lone full scan's cost). "
+        "threads)" + ("; 'one by one' = the same 4 queries in sequence (a lone full scan's "
+                      "cost)" if alone else "") + ". "
         "Off: `LocalExecutor(shared_scans=False)`, each query one DuckDB statement over its "
         "files; on: the default executor.",
         "",
-        "| workload | table | columns: shared read / read separately | together off s | "
-        "together on s | speed-up | CPU off s | CPU on s | CPU ratio | one by one off s | "
-        "one by one on s | lone overhead | units read shared / by one query |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    head = ["workload", "table", "columns: shared read / read separately", "together off s",
+            "together on s", "speed-up", "CPU off s", "CPU on s", "CPU ratio"]
+    if metered_io:
+        head += ["read by a together run: off", "on"]
+    if alone:
+        head += ["one by one off s", "one by one on s", "lone overhead"]
+    head += ["units read shared / by one query"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in res["workloads"]:
         r = res[name]
-        tm, cm, am = r["together_median"], r["together_cpu_median"], r["alone_median"]
+        tm, cm = r["together_median"], r["together_cpu_median"]
         s = r["scan_stats"]
-        lines.append(
-            f"| {name} | {r['table']} | {r['columns_union']} / {r['columns_sum']} | "
-            f"{tm['off']:.2f} | {tm['on']:.2f} | {r['speedup']:.2f}x | {cm['off']:.2f} | "
-            f"{cm['on']:.2f} | {r['cpu_ratio']:.2f}x | {am['off']:.2f} | {am['on']:.2f} | "
-            f"{(r['alone_overhead'] - 1) * 100:+.0f} % | {s['shared_reads']} / {s['own_reads']} |")
+        cells = [name, r["table"], f"{r['columns_union']} / {r['columns_sum']}",
+                 f"{tm['off']:.2f}", f"{tm['on']:.2f}", f"{r['speedup']:.2f}x",
+                 f"{cm['off']:.2f}", f"{cm['on']:.2f}", f"{r['cpu_ratio']:.2f}x"]
+        if metered_io:
+            io = r["together_io_median"]
+            cells += [_io_text(io["off"]), _io_text(io["on"])]
+        if alone:
+            am = r["alone_median"]
+            cells += [f"{am['off']:.2f}", f"{am['on']:.2f}",
+                      f"{(r['alone_overhead'] - 1) * 100:+.0f} %"]
+        cells.append(f"{s['shared_reads']} / {s['own_reads']}")
+        lines.append("| " + " | ".join(cells) + " |")
+    if metered_io:
+        lines += ["", ("'read by a together run': medians over the repetitions of what one "
+                       "run of the 4 queries read (S3: GET requests counted in this process "
+                       "and the bytes they returned, and the S3 server's CPU time; cold: "
+                       "bytes this process read from the disk, /proc/self/io).")]
     lines += ["", "Queries:", ""]
     for name in res["workloads"]:
         for i, q in enumerate(res[name]["queries"]):
@@ -243,18 +467,39 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workdir", type=Path, default=HERE / "data")
     ap.add_argument("--catalog", type=Path, help="a catalog directory (default: core.py's)")
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--storage", choices=("local", "s3"), default="local",
+                    help="read the catalog from its folder, or from an S3 server on "
+                         "localhost it is uploaded to")
+    ap.add_argument("--cold", action="store_true",
+                    help="local: drop the page cache before every timed run (root only)")
+    ap.add_argument("--s3-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="an fsspec storage option for --storage s3 (default: none, as a user "
+                         "gets it), e.g. default_cache_type=none")
+    ap.add_argument("--memory-limit", default=None,
+                    help="the DuckDB memory limit (default: DuckDB's, 80%% of RAM); it bounds "
+                         "DuckDB's cache of remote files too: below the table's size, as for a "
+                         "catalog larger than the machine's memory")
+    ap.add_argument("--no-alone", action="store_true",
+                    help="skip the one-by-one runs (only the 4 queries together)")
     ap.add_argument("--unit-rows", type=int, default=None,
                     help="rows per shared-scan unit (default: skyshard's)")
+    ap.add_argument("--min-overlap", type=float, default=None,
+                    help="share a unit when the queries' columns overlap this much "
+                         "(default: skyshard's)")
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
+    if args.s3_option and args.storage != "s3":
+        raise SystemExit("--s3-option is for --storage s3")
+    if args.cold and args.storage != "local":
+        raise SystemExit("--cold is for --storage local (the S3 server keeps its data in "
+                         "memory)")
 
-    import skyshard
     from skyshard.dispatch.local import LocalExecutor
     from skyshard.dispatch.scans import DEFAULT_UNIT_ROWS, SharedScans
 
-    catalog = args.catalog or args.workdir / f"catalog-{args.objects}-seed{args.seed}"
+    catalog = (args.catalog or args.workdir / f"catalog-{args.objects}-seed{args.seed}").resolve()
     if not (catalog / "skyshard.json").exists():
         raise SystemExit(f"no catalog at {catalog}: run bench/core.py --objects "
                          f"{args.objects} first")
@@ -263,18 +508,38 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         raise SystemExit(f"unknown workload(s) {unknown}; known: {', '.join(WORKLOADS)}")
     unit_rows = args.unit_rows or DEFAULT_UNIT_ROWS
-    db = skyshard.open(catalog)
-    off = LocalExecutor(db.engine, shared_scans=False)
-    on = LocalExecutor(db.engine, scans=SharedScans(db.engine, unit_rows=unit_rows))
-    res: dict = {"workloads": names, "load_before": load(), "unit_rows": unit_rows}
-    for name in names:
-        res[name] = run_workload(db, off, on, name, args.reps)
-    res["load_after"] = load()
-    out = args.workdir / f"shared-scans-results-{catalog.name}.json"
+    from skyshard.storage.remote import parse_option
+
+    storage: Storage = (S3(catalog, dict(map(parse_option, args.s3_option)))
+                        if args.storage == "s3" else
+                        ColdLocal(catalog) if args.cold else Storage(catalog))
+    mode = args.storage + (", cold" if args.cold else ", warm" if args.storage == "local" else "")
+    try:
+        db = storage.open(memory_limit=args.memory_limit)
+        off = LocalExecutor(db.engine, shared_scans=False)
+        tuning = {} if args.min_overlap is None else {"min_overlap": args.min_overlap}
+        on = LocalExecutor(db.engine, scans=SharedScans(db.engine, unit_rows=unit_rows,
+                                                        **tuning))
+        if args.memory_limit:
+            mode += f", DuckDB memory limit {args.memory_limit}"
+        res: dict = {"workloads": names, "storage": mode, "load_before": load(),
+                     "unit_rows": unit_rows,
+                     "min_overlap": on.scans.min_overlap}
+        if isinstance(storage, S3):
+            res["upload_s"] = storage.upload_s
+        for name in names:
+            res[name] = run_workload(db, off, on, name, args.reps, storage, not args.no_alone)
+        res["load_after"] = load()
+        on.close()
+        db.close()
+    finally:
+        storage.close()
+    tag = args.storage + ("-cold" if args.cold else "")
+    out = args.workdir / f"shared-scans-results-{catalog.name}-{tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1, default=str))
     m, v = core.machine(), core.versions()
-    text = section(args, res, catalog, db, on.scans, m, v)
+    text = section(args, res, catalog, db, on.scans, storage, m, v)
     print("\n" + text)
     if not args.no_record:
         with open(HERE / "RESULTS.md", "a") as f:

@@ -20,8 +20,12 @@ no join, no LIMIT) does not read the files in one statement. It joins the table'
 already skip the columns a query does not use, and once the files are in the page
 cache decoding a column costs little more than scanning it again (strings more).
 Sharing pays when the queries read mostly the same columns (measured:
-``bench/shared_scans_bench.py``) and whenever reading is I/O-bound (files colder than
-the page cache, remote storage: ``min_overlap=1``).
+``bench/shared_scans_bench.py``). It saves decoding more than reading: queries running
+together already read the files little more than once between them, through the page
+cache (a local catalog, even a cold one) or DuckDB's cache of remote files (a catalog at
+a URL). So the same ``min_overlap`` applies to every catalog: sharing whatever the
+overlap (``min_overlap=1``) was slower for queries on mostly different columns on a cold
+local catalog, and no better overall on S3.
 
 The convoy moves on once every query served has its partial for the unit: one unit is
 read at a time per convoy. A query that joins late starts at the convoy's current
