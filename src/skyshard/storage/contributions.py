@@ -173,8 +173,8 @@ def spool(dest: Path, path: Path, display: str, fmt_name: str, spec: TableSpec,
                 _require(batch, [spec.director_key] + ([spec.ra, spec.dec] if spec.ra else []),
                          display)
                 batch = with_healpix(batch, None)
-            if writer is None:
-                writer = pq.ParquetWriter(dest / SPOOL, batch.schema, compression="snappy",
+            if writer is None:  # a scratch copy read once by the commit: fastest both ways
+                writer = pq.ParquetWriter(dest / SPOOL, batch.schema, compression="none",
                                           use_dictionary=False, write_statistics=False)
             writer.write_batch(batch)
             rows += batch.num_rows
