@@ -10,12 +10,8 @@ worker starts, then the rebalance Job runs.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +20,7 @@ pytest.importorskip("distributed")
 
 import dask
 from distributed import Client, LocalCluster
+from named_workers import NamedWorkers
 
 from skyshard.cli import main
 from skyshard.deploy.spec import CATALOG_DIR, from_dict
@@ -46,43 +43,6 @@ def job_argv(workers: int, replication: int,
     return command[:4], command[4:]
 
 
-class Workers:
-    """``dask worker`` processes named ``sky-worker-N``, replicas under ``base``."""
-
-    def __init__(self, client: Client, base: Path) -> None:
-        self.client, self.base = client, base
-        self.procs: dict[str, subprocess.Popen] = {}
-
-    def start(self, *names: str) -> None:
-        env = dict(os.environ, DASK_SKYSHARD__REPLICAS__DIRECTORY=str(self.base),
-                   PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        for name in names:
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "distributed.cli.dask_worker",
-                 self.client.scheduler.address, "--name", name, "--nthreads", "1",
-                 "--no-nanny", "--no-dashboard"],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self._wait(lambda live: set(names) <= live)
-
-    def remove(self, name: str) -> None:
-        """As a scale-down does: the pod goes, and its volume (retention: Delete)."""
-        self.procs.pop(name).send_signal(signal.SIGTERM)
-        self._wait(lambda live: name not in live)
-        shutil.rmtree(self.base / name, ignore_errors=True)
-
-    def _wait(self, done, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while not done(set(replicas.named_workers(self.client))):
-            if time.monotonic() > deadline:
-                raise AssertionError("workers did not come or go")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        for p in self.procs.values():
-            p.kill()
-            p.wait()
-
-
 @pytest.fixture(scope="module")
 def cluster(sky_root, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("rebalance")
@@ -90,7 +50,7 @@ def cluster(sky_root, tmp_path_factory):
     shutil.copytree(sky_root, root)
     scheduler = LocalCluster(n_workers=0, dashboard_address=":0")
     client = Client(scheduler, set_as_default=False)
-    workers = Workers(client, tmp / "replicas")
+    workers = NamedWorkers(client, tmp / "replicas")
     try:
         yield {"root": root, "client": client, "workers": workers,
                "address": scheduler.scheduler_address}
@@ -121,7 +81,7 @@ def holders(root: Path) -> dict[str, tuple[str, ...]]:
     return {u: placed.holders(u) for u in placed.partition_units}
 
 
-def files_of(workers: Workers, root: Path, name: str) -> list[Path]:
+def files_of(workers: NamedWorkers, root: Path, name: str) -> list[Path]:
     home = workers.base / name / Placement.load(root).catalog_id
     return [p for p in home.rglob("*") if p.is_file()] if home.exists() else []
 

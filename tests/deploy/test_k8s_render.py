@@ -91,8 +91,11 @@ def test_s3_mode_copies_the_catalog_with_credentials_only_in_the_init_container(
     assert "volumeClaimTemplates" not in objs["StatefulSet/sky-worker"]["spec"]
     for name in ("Deployment/sky-frontend", "StatefulSet/sky-worker"):
         pod = pod_of(objs[name])
-        (fetch,) = pod["initContainers"]
+        fetch = pod["initContainers"][0]
         assert fetch["command"][:3] == ["skyshard", "deploy", "fetch"]
+        for other in pod["initContainers"][1:]:  # the front end also waits for the scheduler
+            assert other["name"] == "wait-for-scheduler"
+            assert not any(e["name"].startswith("AWS_") for e in other["env"])
         assert fetch["command"][3] == S3["s3"]["url"]
         creds = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in fetch["env"]
                  if "valueFrom" in e}
@@ -107,6 +110,9 @@ def test_front_end_points_at_the_scheduler_and_the_workers_too():
     (front,) = pod_of(objs["Deployment/sky-frontend"])["containers"]
     env = {e["name"]: e.get("value") for e in front["env"]}
     assert env["SKYSHARD_SCHEDULER"] == "tcp://sky-scheduler:8786"
+    waits = [c for c in pod_of(objs["Deployment/sky-frontend"])["initContainers"]
+             if c["name"] == "wait-for-scheduler"]
+    assert len(waits) == 1 and "('sky-scheduler', 8786)" in waits[0]["command"][-1]
     (worker,) = pod_of(objs["StatefulSet/sky-worker"])["containers"]
     assert worker["command"][:3] == ["dask", "worker", "tcp://sky-scheduler:8786"]
 

@@ -6,11 +6,7 @@ executor does."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -20,6 +16,7 @@ import pytest
 pytest.importorskip("distributed")
 
 from background import run_in_thread
+from named_workers import NamedWorkers
 from distributed import Client, LocalCluster
 from same_rows import assert_same_rows
 from test_oracle import CASES
@@ -35,41 +32,6 @@ SCAN_SQL = ("SELECT s.filterId, COUNT(*) AS n, SUM(s.psfFlux) AS f FROM Object o
             "JOIN Source s ON o.objectId = s.objectId GROUP BY s.filterId")
 
 
-class Workers:
-    """``dask worker`` processes named as given, copies under ``base/<name>``; two
-    threads each, so that copies run beside a held query task."""
-
-    def __init__(self, client: Client, base: Path) -> None:
-        self.client, self.base = client, base
-        self.procs: dict[str, subprocess.Popen] = {}
-
-    def start(self, *names: str) -> None:
-        env = dict(os.environ, DASK_SKYSHARD__REPLICAS__DIRECTORY=str(self.base),
-                   PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        for name in names:
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "distributed.cli.dask_worker",
-                 self.client.scheduler.address, "--name", name, "--nthreads", "2",
-                 "--no-nanny", "--no-dashboard"],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self._wait(lambda live: set(names) <= live)
-
-    def stop_one(self, name: str) -> None:
-        self.procs.pop(name).send_signal(signal.SIGTERM)
-        self._wait(lambda live: name not in live)
-
-    def _wait(self, done, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while not done(set(replicas.named_workers(self.client))):
-            assert time.monotonic() < deadline, "workers did not come or go"
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        for p in self.procs.values():
-            p.kill()
-            p.wait()
-
-
 @pytest.fixture(scope="module")
 def cluster(sky_root, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("rebalance-run")
@@ -77,7 +39,7 @@ def cluster(sky_root, tmp_path_factory):
     shutil.copytree(sky_root, root)
     scheduler = LocalCluster(n_workers=0, dashboard_address=":0")
     client = Client(scheduler, set_as_default=False)
-    workers = Workers(client, tmp / "workers")
+    workers = NamedWorkers(client, tmp / "workers", threads=2)  # copies beside a held task
     try:
         workers.start("w0", "w1", "w2")
         assert replicas.place(client, root, replication=1).healthy

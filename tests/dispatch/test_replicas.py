@@ -13,8 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -27,6 +25,7 @@ pytest.importorskip("distributed")
 
 from distributed import Client, LocalCluster
 from background import run_in_thread
+from named_workers import NamedWorkers
 from same_rows import assert_same_rows
 from test_oracle import CASES
 
@@ -52,49 +51,6 @@ SCAN_SQL = ("SELECT s.filterId, COUNT(*) AS n, SUM(s.psfFlux) AS f FROM Object o
             "JOIN Source s ON o.objectId = s.objectId GROUP BY s.filterId")
 
 
-class Workers:
-    """``dask worker`` processes of one scheduler, by name; each keeps its copies under
-    ``base/<name>``."""
-
-    def __init__(self, client: Client, base: Path) -> None:
-        self.client, self.base = client, base
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.env = dict(os.environ, DASK_SKYSHARD__REPLICAS__DIRECTORY=str(base),
-                        PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-
-    def start(self, *names: str) -> None:
-        address = self.client.scheduler.address
-        for name in names:
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "distributed.cli.dask_worker", address, "--name", name,
-                 "--nthreads", "1", "--no-nanny", "--no-dashboard"],
-                env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self._wait(lambda live: set(names) <= live)
-
-    def kill(self, *names: str) -> None:
-        for name in names:
-            self.procs.pop(name).send_signal(signal.SIGKILL)
-        self._wait(lambda live: not set(names) & live)
-
-    def dead(self) -> list[str]:
-        return [n for n in NAMES if n not in self.procs or self.procs[n].poll() is not None]
-
-    def live(self) -> set[str]:
-        return set(replicas.named_workers(self.client))
-
-    def _wait(self, done, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while not done(self.live()):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"workers did not come or go: {self.live()}")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        for p in self.procs.values():
-            p.kill()
-            p.wait()
-
-
 @pytest.fixture(scope="module")
 def cluster(sky_root, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("replicas")
@@ -102,7 +58,7 @@ def cluster(sky_root, tmp_path_factory):
     shutil.copytree(sky_root, root)
     scheduler = LocalCluster(n_workers=0, dashboard_address=":0")
     client = Client(scheduler, set_as_default=False)
-    workers = Workers(client, tmp / "workers")
+    workers = NamedWorkers(client, tmp / "workers")
     try:
         workers.start(*NAMES)
         replicas.place(client, root, replication=2)
@@ -123,7 +79,7 @@ def cluster(sky_root, tmp_path_factory):
 @pytest.fixture
 def healthy(cluster):
     w = cluster["workers"]
-    dead = w.dead()
+    dead = w.dead(NAMES)
     if dead:
         w.start(*dead)
     cluster["client"].run(_restore_tasks)

@@ -103,7 +103,8 @@ def frontend_deployment(spec: SkyShardSpec) -> dict[str, Any]:
         readinessProbe=pods.http_probe(probe, "http", period=10, failures=3),
         livenessProbe=pods.http_probe(probe, "http", period=20, failures=3),
     )
-    init = [_fetch_container(spec) if spec.is_s3 else _wait_container(spec)]
+    init = [_fetch_container(spec) if spec.is_s3 else _wait_container(spec),
+            _scheduler_wait_container(spec)]
     volumes = [_catalog_volume(spec),
                {"name": "config", "configMap": {"name": spec.names.config}},
                {"name": "results", "emptyDir": {"sizeLimit": RESULTS_SIZE}},
@@ -360,6 +361,17 @@ def _wait_container(spec: SkyShardSpec) -> dict[str, Any]:
     return pods.container("wait-for-catalog", spec.image, spec.image_pull_policy,
                           ["sh", "-c", script], mounts=[_catalog_mount(read_only=True)],
                           resources=_init_resources())
+
+
+def _scheduler_wait_container(spec: SkyShardSpec) -> dict[str, Any]:
+    """Waits until the Dask scheduler accepts connections: ``skyshard serve`` connects to
+    it at start (and would exit, to be restarted, if it were not up yet)."""
+    check = ("import socket; socket.create_connection("
+             f"('{spec.names.scheduler}', {SCHEDULER_PORT}), 3).close()")
+    script = (f'until python -c "{check}" 2>/dev/null; do '
+              "echo 'waiting for the Dask scheduler'; sleep 3; done")
+    return pods.container("wait-for-scheduler", spec.image, spec.image_pull_policy,
+                          ["sh", "-c", script], resources=_init_resources())
 
 
 def _fetch_container(spec: SkyShardSpec) -> dict[str, Any]:
