@@ -15,10 +15,10 @@ from skyshard.dispatch import dask_executor  # noqa: E402
 from skyshard.errors import QueryCancelled  # noqa: E402
 from skyshard.service.cursors import CursorTracker  # noqa: E402
 
-#: Minutes of one worker's time (6^13 rows of a cross product of the 6-row replicated
+#: Minutes of one worker's time (6^14 rows of a cross product of the 6-row replicated
 #: Filter table), were it not stopped.
-ENDLESS = ("SELECT SUM(" + " + ".join(f"f{i}.filterId" for i in range(13)) + ") AS s FROM "
-           + ", ".join(f"Filter f{i}" for i in range(13)))
+ENDLESS = ("SELECT SUM(" + " + ".join(f"f{i}.filterId" for i in range(14)) + ") AS s FROM "
+           + ", ".join(f"Filter f{i}" for i in range(14)))
 
 
 def _running_statements() -> int:
@@ -55,11 +55,11 @@ def test_cancelling_stops_the_statement_on_the_worker(tracked_db):
         time.sleep(0.05)
     started = time.monotonic()
     assert tracker.interrupt(7) >= 1
-    thread.join(10)
+    thread.join(30)
     assert not thread.is_alive()
     assert isinstance(out.get("error"), QueryCancelled)
-    assert time.monotonic() - started < 5
-    deadline = time.monotonic() + 5
+    assert time.monotonic() - started < 20  # uninterrupted, it would run for minutes
+    deadline = time.monotonic() + 20
     while _busy(db):  # the worker's DuckDB statement was interrupted, not left running
         assert time.monotonic() < deadline, "the statement still runs on the worker"
         time.sleep(0.05)
@@ -69,7 +69,7 @@ def test_cancelling_stops_the_statement_on_the_worker(tracked_db):
     # the workers are free: a query answers at once
     t0 = time.monotonic()
     assert db.sql("SELECT COUNT(*) AS n FROM Filter").column(0)[0].as_py() == 6
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 20
 
 
 def test_a_task_starting_after_the_interrupt_does_not_run():
