@@ -48,10 +48,11 @@ QUERIES = {
              None, "scan"),
 }
 
-#: About 2 s of one worker's time (6^11 rows of a cross product of the 6-row replicated
-#: table); the planner accepts it and it reads no partition (an interactive query).
-SLOW_ON_A_WORKER = ("SELECT SUM(" + " + ".join(f"f{i}.filterId" for i in range(11))
-                    + ") AS s FROM " + ", ".join(f"Filter f{i}" for i in range(11)))
+#: About a minute of one worker's time (6^13 rows of a cross product of the 6-row
+#: replicated table); the planner accepts it and it reads no partition (an interactive
+#: query).
+SLOW_ON_A_WORKER = ("SELECT SUM(" + " + ".join(f"f{i}.filterId" for i in range(13))
+                    + ") AS s FROM " + ", ".join(f"Filter f{i}" for i in range(13)))
 
 
 class _Records(logging.Handler):
@@ -214,7 +215,7 @@ def test_existing_cluster_runs_every_query_and_keeps_time_limits(served_catalog,
                     with pytest.raises(pymysql.err.OperationalError) as info:
                         cur.execute(SLOW_ON_A_WORKER)
                     assert info.value.args[0] == 3024
-                    assert time.monotonic() - started < 1.5
+                    assert time.monotonic() - started < 10  # not the query's minute
                     cur.execute("SET max_execution_time = 0")
                     cur.execute(QUERIES["id"][0])  # the server still answers
                     assert len(cur.fetchall()) == 1
