@@ -185,6 +185,10 @@ def _recent_ranges(region: Region, order: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _descend(region: Region, order: int) -> tuple[np.ndarray, np.ndarray]:
+    # Not cdshealpix's cone_search for circles, though one compiled call takes ~20 us
+    # against ~1.5 ms here: with depth_delta 2 it left out cells holding points just
+    # inside cones of 2-7 deg radius (37 of 3.4 M boundary points in 2,000 random cones),
+    # and a coverage must never leave a row out.
     ipix, depth = _moc(region, order)
     if len(ipix) == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
