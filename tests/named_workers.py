@@ -10,9 +10,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from distributed import Client
+from distributed import Client, LocalCluster
 
 from skyshard.dispatch import replicas
 
@@ -69,3 +71,22 @@ class NamedWorkers:
         for p in self.procs.values():
             p.kill()
             p.wait()
+
+
+@contextmanager
+def empty_cluster(catalog: Path, tmp: Path, *, threads: int = 1) -> Iterator[dict]:
+    """A copy of ``catalog`` in ``tmp``, a scheduler with no worker yet, and the
+    ``NamedWorkers`` to start (their copies below ``tmp/workers``); all stopped at the
+    end. Yields ``root``, ``client``, ``workers``, ``address``."""
+    root = tmp / "catalog"
+    shutil.copytree(catalog, root)
+    scheduler = LocalCluster(n_workers=0, dashboard_address=":0")
+    client = Client(scheduler, set_as_default=False)
+    workers = NamedWorkers(client, tmp / "workers", threads=threads)
+    try:
+        yield {"root": root, "client": client, "workers": workers,
+               "address": scheduler.scheduler_address}
+    finally:
+        client.close()
+        workers.stop()
+        scheduler.close()

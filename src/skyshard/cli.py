@@ -583,13 +583,25 @@ def replicas() -> None:
     After workers join: rebalance. Before workers leave: drain them."""
 
 
+def _quick_option(f):
+    return click.option("--quick", is_flag=True,
+                        help="trust existing copies of the right size (skip their "
+                             "checksums)")(f)
+
+
+def _grace_option(f):
+    return click.option(
+        "--grace", "grace_s", type=click.FloatRange(min=0), default=5.0, show_default=True,
+        help="seconds between recording the new placement and removing the copies it no "
+             "longer names (each worker's also waits for the queries it was running)")(f)
+
+
 @replicas.command("place")
 @click.argument("catalog_dir", type=click.Path(file_okay=False, exists=True))
 @_cluster_options
 @click.option("--replication", type=click.IntRange(min=1), default=None,
               help="copies of each partition [as recorded, else 2]")
-@click.option("--quick", is_flag=True,
-              help="trust existing copies of the right size (skip their checksums)")
+@_quick_option
 @click.option("--quiet", is_flag=True, help="print the summary only")
 def replicas_place(catalog_dir, scheduler, workers, replica_dir, expect_workers, wait_s,
                    replication, quick, quiet) -> None:
@@ -634,21 +646,13 @@ def replicas_repair(catalog_dir, scheduler, workers, replica_dir, expect_workers
     _replica_report(report, quiet, "repair")
 
 
-def _grace_option(f):
-    return click.option(
-        "--grace", "grace_s", type=click.FloatRange(min=0), default=5.0, show_default=True,
-        help="seconds between recording the new placement and removing the copies it no "
-             "longer names (each worker's also waits for the queries it was running)")(f)
-
-
 @replicas.command("rebalance")
 @click.argument("catalog_dir", type=click.Path(file_okay=False, exists=True))
 @_cluster_options
 @click.option("--replication", type=click.IntRange(min=1), default=None,
               help="copies of each partition [as recorded, else 2]")
 @_grace_option
-@click.option("--quick", is_flag=True,
-              help="trust existing copies of the right size (skip their checksums)")
+@_quick_option
 @click.option("--quiet", is_flag=True, help="print the summary only")
 def replicas_rebalance(catalog_dir, scheduler, workers, replica_dir, expect_workers, wait_s,
                        replication, grace_s, quick, quiet) -> None:
@@ -673,8 +677,7 @@ def replicas_rebalance(catalog_dir, scheduler, workers, replica_dir, expect_work
 @click.option("--replication", type=click.IntRange(min=1), default=None,
               help="copies of each partition [as recorded]")
 @_grace_option
-@click.option("--quick", is_flag=True,
-              help="trust existing copies of the right size (skip their checksums)")
+@_quick_option
 @click.option("--quiet", is_flag=True, help="print the summary only")
 def replicas_drain(catalog_dir, names, scheduler, workers, replica_dir, expect_workers, wait_s,
                    replication, grace_s, quick, quiet) -> None:

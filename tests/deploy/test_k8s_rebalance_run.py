@@ -19,8 +19,7 @@ import pytest
 pytest.importorskip("distributed")
 
 import dask
-from distributed import Client, LocalCluster
-from named_workers import NamedWorkers
+from named_workers import NamedWorkers, empty_cluster
 
 from skyshard.cli import main
 from skyshard.deploy.spec import CATALOG_DIR, from_dict
@@ -45,19 +44,8 @@ def job_argv(workers: int, replication: int,
 
 @pytest.fixture(scope="module")
 def cluster(sky_root, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("rebalance")
-    root = tmp / "catalog"
-    shutil.copytree(sky_root, root)
-    scheduler = LocalCluster(n_workers=0, dashboard_address=":0")
-    client = Client(scheduler, set_as_default=False)
-    workers = NamedWorkers(client, tmp / "replicas")
-    try:
-        yield {"root": root, "client": client, "workers": workers,
-               "address": scheduler.scheduler_address}
-    finally:
-        client.close()
-        workers.stop()
-        scheduler.close()
+    with empty_cluster(sky_root, tmp_path_factory.mktemp("rebalance")) as c:
+        yield c
 
 
 def run_job(cluster, capsys, workers: int, replication: int, wait_s: str = "60",

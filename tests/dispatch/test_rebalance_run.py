@@ -16,10 +16,10 @@ import pytest
 pytest.importorskip("distributed")
 
 from background import run_in_thread
-from named_workers import NamedWorkers
-from distributed import Client, LocalCluster
+from named_workers import empty_cluster
 from same_rows import assert_same_rows
 from test_oracle import CASES
+from test_replicas import SCAN_SQL
 
 import skyshard
 from skyshard.cli import main
@@ -28,33 +28,20 @@ from skyshard.dispatch.dask_executor import DaskExecutor
 from skyshard.dispatch.placement import PLACEMENT_FILE, SHARED, Placement, unit_weight
 from skyshard.errors import UnsupportedQueryError
 
-SCAN_SQL = ("SELECT s.filterId, COUNT(*) AS n, SUM(s.psfFlux) AS f FROM Object o "
-            "JOIN Source s ON o.objectId = s.objectId GROUP BY s.filterId")
-
 
 @pytest.fixture(scope="module")
 def cluster(sky_root, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("rebalance-run")
-    root = tmp / "catalog"
-    shutil.copytree(sky_root, root)
-    scheduler = LocalCluster(n_workers=0, dashboard_address=":0")
-    client = Client(scheduler, set_as_default=False)
-    workers = NamedWorkers(client, tmp / "workers", threads=2)  # copies beside a held task
-    try:
-        workers.start("w0", "w1", "w2")
-        assert replicas.place(client, root, replication=1).healthy
-        ex = DaskExecutor(root, scheduler=scheduler.scheduler_address, placement="replicas")
-        db = skyshard.open(root)
+    with empty_cluster(sky_root, tmp, threads=2) as c:  # 2 threads: copies beside a held task
+        c["workers"].start("w0", "w1", "w2")
+        assert replicas.place(c["client"], c["root"], replication=1).healthy
+        ex = DaskExecutor(c["root"], scheduler=c["address"], placement="replicas")
+        db = skyshard.open(c["root"])
         db.executor = ex
         try:
-            yield {"root": root, "client": client, "workers": workers, "db": db,
-                   "address": scheduler.scheduler_address, "marks": tmp / "marks"}
+            yield {**c, "db": db, "marks": tmp / "marks"}
         finally:
             ex.close()
-    finally:
-        client.close()
-        workers.stop()
-        scheduler.close()
 
 
 @pytest.fixture(scope="module")

@@ -23,9 +23,8 @@ import pytest
 
 pytest.importorskip("distributed")
 
-from distributed import Client, LocalCluster
 from background import run_in_thread
-from named_workers import NamedWorkers
+from named_workers import empty_cluster
 from same_rows import assert_same_rows
 from test_oracle import CASES
 
@@ -53,27 +52,16 @@ SCAN_SQL = ("SELECT s.filterId, COUNT(*) AS n, SUM(s.psfFlux) AS f FROM Object o
 
 @pytest.fixture(scope="module")
 def cluster(sky_root, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("replicas")
-    root = tmp / "catalog"
-    shutil.copytree(sky_root, root)
-    scheduler = LocalCluster(n_workers=0, dashboard_address=":0")
-    client = Client(scheduler, set_as_default=False)
-    workers = NamedWorkers(client, tmp / "workers")
-    try:
-        workers.start(*NAMES)
-        replicas.place(client, root, replication=2)
-        ex = DaskExecutor(root, scheduler=scheduler.scheduler_address, placement="replicas")
-        db = skyshard.open(root)
+    with empty_cluster(sky_root, tmp_path_factory.mktemp("replicas")) as c:
+        c["workers"].start(*NAMES)
+        replicas.place(c["client"], c["root"], replication=2)
+        ex = DaskExecutor(c["root"], scheduler=c["address"], placement="replicas")
+        db = skyshard.open(c["root"])
         db.executor = ex
         try:
-            yield {"root": root, "client": client, "workers": workers, "ex": ex, "db": db,
-                   "address": scheduler.scheduler_address}
+            yield {**c, "ex": ex, "db": db}
         finally:
             ex.close()
-    finally:
-        client.close()
-        workers.stop()
-        scheduler.close()
 
 
 @pytest.fixture

@@ -407,13 +407,19 @@ def place(client: Client, root: str | os.PathLike, *, replication: int | None = 
     2) and every live worker has the shared files; record the placement. Copies that
     are there and intact (size; also SHA-256 when ``checksum``) are kept."""
     root = Path(root).resolve()
-    meta = model.load(root)
+    placement = _described(root, replication)
+    return _maintain(client, root, placement, checksum=checksum, from_catalog=True)
+
+
+def _described(root: Path, replication: int | None) -> Placement:
+    """The catalog's units as they are now, with the recorded holders, at ``replication``
+    copies (default: as recorded)."""
     if replication is not None and replication < 1:
         raise UserError(f"replication must be at least 1, not {replication}")
-    placement = describe(root, meta, Placement.load(root))
+    placement = describe(root, model.load(root), Placement.load(root))
     if replication is not None:
         placement = replace(placement, replication=replication)
-    return _maintain(client, root, placement, checksum=checksum, from_catalog=True)
+    return placement
 
 
 def check(client: Client, root: str | os.PathLike) -> ReplicaReport:
@@ -471,12 +477,7 @@ def _move(client: Client, root: str | os.PathLike, *, replication: int | None,
           exclude: Sequence[str], balance: bool, checksum: bool, grace_s: float,
           settle_s: float) -> ReplicaReport:
     root = Path(root).resolve()
-    meta = model.load(root)
-    if replication is not None and replication < 1:
-        raise UserError(f"replication must be at least 1, not {replication}")
-    placement = describe(root, meta, Placement.load(root))
-    if replication is not None:
-        placement = replace(placement, replication=replication)
+    placement = _described(root, replication)
     alive = named_workers(client)
     if not alive:
         raise ExternalError("the Dask cluster has no worker to hold replicas")

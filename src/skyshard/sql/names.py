@@ -34,7 +34,10 @@ def output_names(parsed: exp.Expression, expanded: exp.Expression, sql: str) -> 
     if not isinstance(expanded, exp.Select):
         return None
     names = [_name(e) for e in expanded.expressions]
-    texts = select_texts(sql) if isinstance(parsed, exp.Select) else None
+    if not isinstance(parsed, exp.Select) or all(
+            _is_star(e) or _is_plain(e) for e in parsed.expressions):
+        return names  # aliases, columns and stars: no text to read
+    texts = select_texts(sql)
     if texts is None or len(texts) != len(parsed.expressions):
         return names
     stars = [i for i, e in enumerate(parsed.expressions) if _is_star(e)]
@@ -48,9 +51,7 @@ def output_names(parsed: exp.Expression, expanded: exp.Expression, sql: str) -> 
             out += names[pos:pos + width]
             pos += width
             continue
-        plain = isinstance(e, exp.Alias) or (isinstance(e, exp.Column)
-                                             and not isinstance(e.this, exp.Star))
-        out.append(names[pos] if plain else text)
+        out.append(names[pos] if _is_plain(e) else text)
         pos += 1
     return out
 
@@ -107,6 +108,12 @@ def _last_statement(tokens: list[Token]) -> list[Token]:
 
 def _is_star(e: exp.Expression) -> bool:
     return isinstance(e, exp.Star) or (isinstance(e, exp.Column) and isinstance(e.this, exp.Star))
+
+
+def _is_plain(e: exp.Expression) -> bool:
+    """Named without its text: an alias, or a column."""
+    return isinstance(e, exp.Alias) or (isinstance(e, exp.Column)
+                                        and not isinstance(e.this, exp.Star))
 
 
 def _name(e: exp.Expression) -> str:
