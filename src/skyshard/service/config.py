@@ -24,7 +24,7 @@ A TOML file (all keys optional; command-line options override it)::
     max_concurrent = 4           # interactive queries executing at once; the others are QUEUED
     max_scans = 2                # full scans executing at once, on threads of their own
     interactive_partitions = 10  # a query reading more partitions is a full scan
-    scan_nice = 10               # how much lower the scans' CPU priority is (0: same; Linux)
+    scan_nice = 19               # how much lower the scans' CPU priority is (0: same; Linux)
     max_queued = 100
     memory_results_bytes = 268435456  # results kept in memory, above that spilled to Parquet
     result_ttl_s = 3600          # async results are deleted after this
@@ -70,7 +70,7 @@ class Limits:
     #: ``scan_nice`` steps lower in CPU priority, so they never hold up interactive queries.
     max_scans: int = 2
     interactive_partitions: int = 10
-    scan_nice: int = 10
+    scan_nice: int = 19
     max_queued: int = 100
     memory_results_bytes: int = 256 * 2**20
     result_ttl_s: float = 3600.0
