@@ -4,9 +4,15 @@ A contribution comes from a local path, a URL (``http``, ``https``, ``file``) or
 uploaded over HTTP, in any format ``readers`` knows. It is read once, checked, and
 written to its own directory in the transaction::
 
-    c000003/rows.parquet   the rows in input order, cast to the table's schema; for a
-                           partitioned table ``_healpix_29`` first (computed from the
-                           position for a director, NULL for a child until commit)
+    c000003/rows.parquet   the rows, cast to the table's schema; for a partitioned
+                           table ``_healpix_29`` first (computed from the position for a
+                           director, NULL for a child until commit). A child's rows are
+                           in input order; a director's are grouped by sky region
+                           within each batch, in small row groups with ``_healpix_29``
+                           statistics, so that the commit reads one region of the sky
+                           at a time without reading every row (``spool_row_groups``)
+    c000003/keys.parquet   a director's keys in input order: the key checks name input
+                           rows by their position in this file
     c000003/cells.npz      a director's row counts per HEALPix cell (sparse histogram)
 
 Checks at ``add`` (each error names the file, the line or row, and the column): the
@@ -38,7 +44,15 @@ from skyshard.storage.duck import private_duckdb, read_parquet, sql_list, sql_st
 from skyshard.storage.progress import Progress
 
 SPOOL = "rows.parquet"
+KEYS = "keys.parquet"
 CELLS = "cells.npz"
+#: Rows per row group of a director's spool: with batches of 262,144 rows, a row group
+#: spans about 1/32 of the sky a batch covers, so reading one region of the sky reads
+#: little more than its own rows.
+SPOOL_ROW_GROUP = 8192
+#: HEALPix order of the sky regions a director's spooled batch is grouped by (3,072
+#: regions: region numbers fit 16 bits, which numpy sorts by radix).
+SPOOL_REGION_ORDER = 4
 #: URL schemes a contribution may be fetched from.
 URL_SCHEMES = ("http", "https", "file")
 
@@ -151,6 +165,7 @@ def spool(dest: Path, path: Path, display: str, fmt_name: str, spec: TableSpec,
     hist_counts: list[np.ndarray] = []
     rows = 0
     writer: pq.ParquetWriter | None = None
+    key_writer: pq.ParquetWriter | None = None
     data_schema = schema
     size = path.stat().st_size
     try:
@@ -161,27 +176,32 @@ def spool(dest: Path, path: Path, display: str, fmt_name: str, spec: TableSpec,
             if data_schema is None:
                 data_schema = batch.schema
             batch = _conform(batch, data_schema, display)
-            if spec.kind is TableKind.DIRECTOR:
+            director = spec.kind is TableKind.DIRECTOR
+            if director:
                 h = _director_healpix(batch, spec, display, rows)
                 cells, n = np.unique(h >> shift, return_counts=True)
                 hist_cells.append(cells)
                 hist_counts.append(n)
                 if sum(len(c) for c in hist_cells) > HISTOGRAM_REDUCE:
                     hist_cells, hist_counts = map(list, zip(sum_cells(hist_cells, hist_counts)))
-                batch = with_healpix(batch, h)
+                keys = batch.select([spec.key])
+                if key_writer is None:
+                    key_writer = _scratch_writer(dest / KEYS, keys.schema)
+                key_writer.write_batch(keys)
+                batch = by_region(with_healpix(batch, h), h)
             elif spec.kind is TableKind.CHILD:
                 _require(batch, [spec.director_key] + ([spec.ra, spec.dec] if spec.ra else []),
                          display)
                 batch = with_healpix(batch, None)
-            if writer is None:  # a scratch copy read once by the commit: fastest both ways
-                writer = pq.ParquetWriter(dest / SPOOL, batch.schema, compression="none",
-                                          use_dictionary=False, write_statistics=False)
-            writer.write_batch(batch)
+            if writer is None:
+                writer = _scratch_writer(dest / SPOOL, batch.schema, regions=director)
+            writer.write_batch(batch, row_group_size=SPOOL_ROW_GROUP if director else None)
             rows += batch.num_rows
             progress.update(batch.num_rows, nbytes=0)
     finally:
-        if writer is not None:
-            writer.close()
+        for w in (writer, key_writer):
+            if w is not None:
+                w.close()
     progress.update(0, nbytes=size)
     if writer is None or data_schema is None:
         raise InputError("the input holds no rows", path=display)
@@ -194,6 +214,30 @@ def spool(dest: Path, path: Path, display: str, fmt_name: str, spec: TableSpec,
 
 
 HISTOGRAM_REDUCE = 4_000_000  # histogram entries kept before summing them (bounds memory)
+
+
+def _scratch_writer(path: Path, schema: pa.Schema, *, regions: bool = False
+                    ) -> pq.ParquetWriter:
+    """A writer of scratch Parquet read once by the commit: no compression, no
+    dictionaries (fastest both ways); statistics only on ``_healpix_29`` of a spool
+    grouped by region, which the commit's range reads skip row groups by."""
+    stats: bool | list[str] = [layout.HEALPIX_COLUMN] if regions else False
+    return pq.ParquetWriter(path, schema, compression="none", use_dictionary=False,
+                            write_statistics=stats)
+
+
+def by_region(batch: pa.RecordBatch, h: np.ndarray) -> pa.RecordBatch:
+    """``batch`` reordered by sky region (``_healpix_29`` at ``SPOOL_REGION_ORDER``),
+    input order kept within a region; ``h`` is its ``_healpix_29``.
+
+    >>> b = pa.record_batch({"_healpix_29": [5 << 52, 1 << 52, 5 << 52 | 1], "x": [0, 1, 2]})
+    >>> by_region(b, b.column(0).to_numpy()).column("x").to_pylist()
+    [1, 0, 2]
+    """
+    shift = 2 * (layout.HEALPIX_ORDER - SPOOL_REGION_ORDER)
+    region = (h >> shift).astype(np.uint16)
+    order = np.argsort(region, kind="stable")  # a radix sort on 16 bits
+    return batch.take(pa.array(order))
 
 
 def sum_cells(cells: list[np.ndarray], counts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -309,11 +353,12 @@ def _check_keys(dest: Path, display: str, spec: TableSpec, index_file: Path | No
                 memory_limit: str) -> None:
     """Director keys unique within the file and not already in the published table."""
     key = spec.key
-    rows = f"read_parquet({sql_string(dest / SPOOL)}, file_row_number = true)"
+    keys = keys_file(dest)
+    rows = f"read_parquet({sql_string(keys)}, file_row_number = true)"
     with private_duckdb(dest, memory_limit) as con:
         unique = con.execute(
             f"""SELECT count(*) = count(DISTINCT "{key}")
-                FROM read_parquet({sql_string(dest / SPOOL)})""").fetchone()[0]
+                FROM read_parquet({sql_string(keys)})""").fetchone()[0]
         dups = [] if unique else con.execute(
             f"""SELECT "{key}", count(*), list(file_row_number + 1 ORDER BY file_row_number)[1:3]
                 FROM {rows} GROUP BY 1 HAVING count(*) > 1
@@ -325,7 +370,7 @@ def _check_keys(dest: Path, display: str, spec: TableSpec, index_file: Path | No
                 f"{display}, column {key!r}: duplicate director keys: {listed}; director keys "
                 "must be unique (pass allow_duplicate_keys / --allow-duplicate-keys to accept "
                 "them)")
-        if index_file is None or not _any_in_index(con, [dest / SPOOL], key, index_file):
+        if index_file is None or not _any_in_index(con, [keys], key, index_file):
             return
         old = con.execute(
             f"""SELECT s."{key}", s.file_row_number + 1 FROM {rows} s
@@ -346,10 +391,10 @@ def duplicates_across(contributions: list[tuple[Contribution, Path]], key: str,
     if not contributions:
         return None
     parts = [f"""SELECT "{key}" AS k, {c.number} AS c, file_row_number + 1 AS r
-                 FROM read_parquet({sql_string(d / SPOOL)}, file_row_number = true)"""
+                 FROM read_parquet({sql_string(keys_file(d))}, file_row_number = true)"""
              for c, d in contributions]
     names = {c.number: c.source for c, _ in contributions}
-    files = [d / SPOOL for _, d in contributions]
+    files = [keys_file(d) for _, d in contributions]
     with private_duckdb(work, memory_limit) as con:
         # cheap checks first (keys alone); rows and files named only when one fails
         # a GROUP BY spills to disk under the memory limit (1.6x faster than DISTINCT)
@@ -421,6 +466,13 @@ def _index_keys(index_file: Path, key: str) -> np.ndarray | None:
     return _INDEX_KEYS[tag]
 
 
+def keys_file(dest: Path) -> Path:
+    """The file holding a director contribution's keys in input order (its spool, for
+    a contribution spooled before keys had a file of their own)."""
+    keys = dest / KEYS
+    return keys if keys.exists() else dest / SPOOL
+
+
 def load_cells(dest: Path) -> tuple[np.ndarray, np.ndarray]:
     with np.load(dest / CELLS) as f:
         return f["cells"], f["counts"]
@@ -432,22 +484,40 @@ def spool_schema(dest: Path) -> pa.Schema:
 
 def conform_spool(dest: Path, schema: pa.Schema, display: str) -> None:
     """Rewrite a spool whose schema was inferred differently from the table's (another
-    contribution fixed it first), casting column by column; errors name the column."""
+    contribution fixed it first), casting column by column; errors name the column.
+    Row groups (and a director spool's ``_healpix_29`` statistics) are kept."""
     src = dest / SPOOL
     pf = pq.ParquetFile(src)
     hidden = pf.schema_arrow.names[:1] == [layout.HEALPIX_COLUMN]
     target = (pa.schema([pf.schema_arrow.field(0), *schema]) if hidden else schema)
-    if pf.schema_arrow == target:
-        return
-    tmp = dest / (SPOOL + ".tmp")
-    with pq.ParquetWriter(tmp, target, compression="snappy", use_dictionary=False) as w:
-        for batch in pf.iter_batches():
-            body = batch.drop_columns([layout.HEALPIX_COLUMN]) if hidden else batch
-            body = _conform(body, schema, display)
-            if hidden:
-                body = pa.RecordBatch.from_arrays([batch.column(0), *body.columns], schema=target)
-            w.write_batch(body)
-    os.replace(tmp, src)
+    if pf.schema_arrow != target:
+        regions = hidden and pf.metadata.num_row_groups > 0 and \
+            pf.metadata.row_group(0).column(0).is_stats_set
+        tmp = dest / (SPOOL + ".tmp")
+        with _scratch_writer(tmp, target, regions=regions) as w:
+            for i in range(pf.metadata.num_row_groups):
+                group = pf.read_row_group(i)
+                body = group.drop_columns([layout.HEALPIX_COLUMN]) if hidden else group
+                body = _conform_table(body, schema, display)
+                if hidden:
+                    body = pa.Table.from_arrays([group.column(0), *body.columns], schema=target)
+                w.write_table(body, row_group_size=max(1, group.num_rows))
+        os.replace(tmp, src)
+    keys = dest / KEYS
+    if keys.exists():
+        have = pq.read_schema(keys)
+        want = pa.schema([schema.field(have.names[0])])
+        if have != want:
+            table = _conform_table(pq.read_table(keys), want, display)
+            with _scratch_writer(dest / (KEYS + ".tmp"), want) as w:
+                w.write_table(table)
+            os.replace(dest / (KEYS + ".tmp"), keys)
+
+
+def _conform_table(table: pa.Table, schema: pa.Schema, display: str) -> pa.Table:
+    """``table`` cast to ``schema`` batch by batch (``_conform``'s checks and errors)."""
+    batches = [_conform(b, schema, display) for b in table.to_batches()]
+    return pa.Table.from_batches(batches, schema=schema) if batches else schema.empty_table()
 
 
 def table_schema(root: Path, info: TableInfo) -> pa.Schema:

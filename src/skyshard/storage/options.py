@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
 from skyshard.catalog import model
@@ -45,6 +46,7 @@ class IngestOptions:
             raise IngestError("batch_rows must be at least 1")
         if self.gc_grace_s < 0:
             raise IngestError("gc_grace_s must not be negative")
+        memory_bytes(self.memory_limit)
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -55,3 +57,20 @@ class IngestOptions:
     def from_json(cls, d: dict) -> IngestOptions:
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def memory_bytes(text: str) -> int:
+    """A memory size as DuckDB writes it (``1GB`` = 10^9 bytes, ``1GiB`` = 2^30), in bytes.
+
+    >>> memory_bytes("1GB"), memory_bytes("512 MiB")
+    (1000000000, 536870912)
+    """
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(text))
+    unit = m.group(2).lower() if m else None
+    if m is None or unit not in _UNITS or float(m.group(1)) <= 0:
+        raise IngestError(f"memory_limit {text!r} is not a size such as '1GB' or '512MiB'")
+    return int(float(m.group(1)) * _UNITS[unit])
