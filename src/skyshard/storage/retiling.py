@@ -38,6 +38,9 @@ def retile(kept: Sequence[Partition], cells: np.ndarray, counts: np.ndarray, ord
     ``order``, no cell inside a ``kept`` partition), sorted by position."""
     cells = np.asarray(cells, dtype=np.int64)
     counts = np.asarray(counts, dtype=np.int64)
+    if not _increasing(cells):
+        by_cell = np.argsort(cells, kind="stable")
+        cells, counts = cells[by_cell], counts[by_cell]
     blocked = _ancestors(kept)
     out: list[Partition] = []
     remaining = np.ones(len(cells), dtype=bool)
@@ -45,9 +48,8 @@ def retile(kept: Sequence[Partition], cells: np.ndarray, counts: np.ndarray, ord
         if not remaining.any():
             break
         shift = 2 * (order - k)
-        pix = cells[remaining] >> shift
-        uniq, inverse = np.unique(pix, return_inverse=True)
-        sums = np.bincount(inverse, weights=counts[remaining]).astype(np.int64)
+        pix = cells[remaining] >> shift  # sorted, as cells are
+        uniq, inverse, sums = _runs(pix, counts[remaining])
         final = (sums <= max_rows) | (k == order)
         if k in blocked:
             final &= ~np.isin(uniq, blocked[k])
@@ -136,15 +138,34 @@ def plan(old: Sequence[Partition], new_cells: np.ndarray, new_counts: np.ndarray
             count_parts += [new_counts[idx == i], np.asarray(on, dtype=np.int64)]
     cells = np.concatenate(cell_parts)
     counts = np.concatenate(count_parts)
-    if len(cells):
-        uniq, inverse = np.unique(cells, return_inverse=True)
-        counts = np.bincount(inverse, weights=counts).astype(np.int64)
-        cells = uniq
+    if len(cell_parts) > 1 or not _increasing(cells):  # a new table's cells are unique, sorted
+        by_cell = np.argsort(cells, kind="stable")
+        cells, inverse, counts = _runs(cells[by_cell], counts[by_cell])
     fresh = retile(kept, cells, counts, order, max_rows) if len(cells) else []
     written += fresh
     tiling = sorted(kept + fresh, key=lambda p: p.range29[0])
     written.sort(key=lambda p: p.range29[0])
     return Plan(tiling=tiling, rewritten=rewritten, written=written, split=split)
+
+
+def _increasing(a: np.ndarray) -> bool:
+    """Whether ``a`` is strictly increasing (sorted, no repeats)."""
+    return bool(np.all(a[1:] > a[:-1]))
+
+
+def _runs(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``np.unique(values, return_inverse=True)`` and the summed ``weights`` per value,
+    for sorted ``values``, in linear time.
+
+    >>> _runs(np.array([2, 2, 5, 7, 7]), np.array([1, 2, 3, 4, 5]))
+    (array([2, 5, 7]), array([0, 0, 1, 2, 2]), array([3, 3, 9]))
+    """
+    if not len(values):
+        return values, np.zeros(0, np.intp), np.zeros(0, np.int64)
+    first = np.r_[True, values[1:] != values[:-1]]
+    starts = np.flatnonzero(first)
+    return (values[starts], np.cumsum(first) - 1,
+            np.add.reduceat(np.asarray(weights, dtype=np.int64), starts))
 
 
 def sparse_histogram(h29: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -237,8 +238,8 @@ class MarginCollector:
         """One file per owner with margin rows, sorted by ``_healpix_29``."""
         for owner in list(self._buffers):
             self._flush(owner)
-        out: list[WrittenFile] = []
-        for owner in sorted(self._files):
+
+        def one(owner: int) -> WrittenFile:
             p = self.tiling[owner]
             pieces = sorted(self.spool.glob(f"{owner:07d}-*.parquet"))
             t = pa.concat_tables([pq.read_table(f) for f in pieces]).sort_by(layout.HEALPIX_COLUMN)
@@ -248,8 +249,11 @@ class MarginCollector:
             pq.write_table(t.cast(self.schema), path, row_group_size=hats_files.ROW_GROUP_ROWS,
                            sorting_columns=[pq.SortingColumn(0)],
                            **hats_files.write_options(self.schema))
-            out.append(WrittenFile(Partition(p.order, p.pixel, t.num_rows), rel,
-                                   pq.read_metadata(path)))
+            return WrittenFile(Partition(p.order, p.pixel, t.num_rows), rel, pq.read_metadata(path))
+
+        # Arrow reads, sorts and writes without the GIL: owners in parallel.
+        with ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="skyshard-margin") as pool:
+            out = list(pool.map(one, sorted(self._files)))
         if self.spool.exists():
             shutil.rmtree(self.spool)
         return out
