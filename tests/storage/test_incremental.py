@@ -15,7 +15,7 @@ from test_oracle import CASES, check
 
 import skyshard
 from skyshard.catalog.model import Partition
-from skyshard.storage import layout, partitioning, retiling
+from skyshard.storage import incremental, layout, partitioning, retiling
 
 OPTS = skyshard.IngestOptions(max_rows_per_partition=400, max_order=7, progress=False,
                               gc_grace_s=0)
@@ -30,24 +30,27 @@ def _split(n: int, seed: int) -> np.ndarray:
 def inc_root(tmp_path_factory, sky_tables) -> Path:
     """Object, Source and Filter loaded in three increments each, Source rows arriving
     before their Object row in about a third of the cases (orphans, adopted later)."""
-    base = tmp_path_factory.mktemp("incremental")
-    root = base / "catalog"
-    inputs = base / "inputs"
-    inputs.mkdir()
-    obj, src, flt = sky_tables["Object"], sky_tables["Source"], sky_tables["Filter"]
-    po, ps, pf = _split(obj.num_rows, 1), _split(src.num_rows, 2), _split(flt.num_rows, 3)
-    pf[0] = 0  # the first increment creates Filter
-    for k in range(PARTS):
-        o, s, f = (inputs / f"{n}{k}.parquet" for n in "osf")
-        pq.write_table(obj.filter(pa.array(po == k)), o)
-        pq.write_table(src.filter(pa.array(ps == k)), s)
-        skyshard.ingest(root, "Object", [o], ra="ra", dec="decl", key="objectId", options=OPTS,
-                        append=True)
-        skyshard.ingest(root, "Source", [s], director="Object", director_key="objectId",
-                        ra="ra", dec="decl", options=OPTS, append=True)
-        if (pf == k).any():
-            pq.write_table(flt.filter(pa.array(pf == k)), f)
-            skyshard.ingest(root, "Filter", [f], replicated=True, options=OPTS, append=True)
+    # Tiny regions: every commit sorts and writes several regions of the sky in parallel.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(incremental, "REGION_MEMORY_SHARE", 1e-5)
+        base = tmp_path_factory.mktemp("incremental")
+        root = base / "catalog"
+        inputs = base / "inputs"
+        inputs.mkdir()
+        obj, src, flt = sky_tables["Object"], sky_tables["Source"], sky_tables["Filter"]
+        po, ps, pf = _split(obj.num_rows, 1), _split(src.num_rows, 2), _split(flt.num_rows, 3)
+        pf[0] = 0  # the first increment creates Filter
+        for k in range(PARTS):
+            o, s, f = (inputs / f"{n}{k}.parquet" for n in "osf")
+            pq.write_table(obj.filter(pa.array(po == k)), o)
+            pq.write_table(src.filter(pa.array(ps == k)), s)
+            skyshard.ingest(root, "Object", [o], ra="ra", dec="decl", key="objectId", options=OPTS,
+                            append=True)
+            skyshard.ingest(root, "Source", [s], director="Object", director_key="objectId",
+                            ra="ra", dec="decl", options=OPTS, append=True)
+            if (pf == k).any():
+                pq.write_table(flt.filter(pa.array(pf == k)), f)
+                skyshard.ingest(root, "Filter", [f], replicated=True, options=OPTS, append=True)
     return root
 
 

@@ -140,7 +140,7 @@ def plan(old: Sequence[Partition], new_cells: np.ndarray, new_counts: np.ndarray
     counts = np.concatenate(count_parts)
     if len(cell_parts) > 1 or not _increasing(cells):  # a new table's cells are unique, sorted
         by_cell = np.argsort(cells, kind="stable")
-        cells, inverse, counts = _runs(cells[by_cell], counts[by_cell])
+        cells, _, counts = _runs(cells[by_cell], counts[by_cell])
     fresh = retile(kept, cells, counts, order, max_rows) if len(cells) else []
     written += fresh
     tiling = sorted(kept + fresh, key=lambda p: p.range29[0])
