@@ -44,3 +44,16 @@ def test_user_errors_are_one_line(tmp_path, sky_root, capsys):
                  "--key", "a"]) == 2
     assert "column 'ra'" in capsys.readouterr().err
     assert not (tmp_path / "c2" / "T").exists()
+
+
+def test_ingest_memory_limit(tmp_path, sky_tables, capsys):
+    src = tmp_path / "o.parquet"
+    pq.write_table(sky_tables["Object"].slice(0, 300), src)
+    args = ["ingest", str(tmp_path / "cat"), "Object", str(src), "--ra", "ra", "--dec", "decl",
+            "--key", "objectId"]
+    assert main([*args, "--memory-limit", "lots"]) == 2
+    assert capsys.readouterr().err == (
+        "error: memory_limit 'lots' is not a size such as '1GB' or '512MiB'\n")
+    assert not (tmp_path / "cat").exists()
+    assert main([*args, "--memory-limit", "256MB"]) == 0
+    assert "Object: 300 rows (director," in capsys.readouterr().out

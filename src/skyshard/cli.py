@@ -86,15 +86,20 @@ def _role_options(f):
                      help="margin width (default 60)"),
         click.option("--allow-duplicate-keys", is_flag=True,
                      help="accept repeated director keys"),
+        click.option("--memory-limit", default=None,
+                     help="memory for the commit's sorts and checks, e.g. 4GB (default 1GB)"),
     ]):
         f = option(f)
     return f
 
 
-def _ingest_options(max_rows_per_partition, margin_arcsec, allow_duplicate_keys):
+def _ingest_options(max_rows_per_partition, margin_arcsec, allow_duplicate_keys,
+                    memory_limit=None):
     import skyshard
 
     kwargs = {}
+    if memory_limit is not None:
+        kwargs["memory_limit"] = memory_limit
     if max_rows_per_partition is not None:
         kwargs["max_rows_per_partition"] = max_rows_per_partition
     if margin_arcsec is not None:
@@ -122,12 +127,13 @@ def ingest() -> None:
 @click.option("--append", is_flag=True, help="add the rows to TABLE if it exists")
 def ingest_load(catalog_dir, table, files, ra, dec, key, director, director_key, replicated,
                 schema_file, max_rows_per_partition, margin_arcsec, allow_duplicate_keys,
-                append) -> None:
+                memory_limit, append) -> None:
     """Load FILES (CSV/TSV, mysqldump text, Parquet, FITS, VOTable; paths or URLs) into
     TABLE in one transaction."""
     import skyshard
 
-    opts = _ingest_options(max_rows_per_partition, margin_arcsec, allow_duplicate_keys)
+    opts = _ingest_options(max_rows_per_partition, margin_arcsec, allow_duplicate_keys,
+                           memory_limit)
     info = skyshard.ingest(catalog_dir, table, list(files), ra=ra, dec=dec, key=key,
                            director=director, director_key=director_key, replicated=replicated,
                            schema=schema_file, options=opts, append=append)
@@ -141,12 +147,13 @@ def ingest_load(catalog_dir, table, files, ra, dec, key, director, director_key,
 @_role_options
 def ingest_begin(catalog_dir, table, ra, dec, key, director, director_key, replicated,
                  schema_file, max_rows_per_partition, margin_arcsec,
-                 allow_duplicate_keys) -> None:
+                 allow_duplicate_keys, memory_limit) -> None:
     """Start a transaction into TABLE (created at commit if new: give its role); print
     its id."""
     from skyshard.storage import transactions
 
-    opts = _ingest_options(max_rows_per_partition, margin_arcsec, allow_duplicate_keys)
+    opts = _ingest_options(max_rows_per_partition, margin_arcsec, allow_duplicate_keys,
+                           memory_limit)
     st = transactions.begin(catalog_dir, table, ra=ra, dec=dec, key=key, director=director,
                             director_key=director_key, replicated=replicated,
                             schema=schema_file, options=opts)
