@@ -10,7 +10,7 @@ written to its own directory in the transaction::
                            in input order; a director's are grouped by sky region
                            within each batch, in small row groups with ``_healpix_29``
                            statistics, so that the commit reads one region of the sky
-                           at a time without reading every row (``spool_row_groups``)
+                           at a time without reading every row (``SPOOL_ROW_GROUP``)
     c000003/keys.parquet   a director's keys in input order: the key checks name input
                            rows by their position in this file
     c000003/cells.npz      a director's row counts per HEALPix cell (sparse histogram)
