@@ -268,11 +268,18 @@ def _histogram(ctx: BuildContext) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _repeats(index_file: Path, key: str) -> bool:
-    """Whether a key repeats in an index file sorted by key."""
-    keys = pq.read_table(index_file, columns=[key]).column(0).combine_chunks()
-    if len(keys) < 2:
-        return False
-    return bool(pc.any(pc.equal(keys.slice(1), keys.slice(0, len(keys) - 1))).as_py())
+    """Whether a key repeats in an index file sorted by key (read a batch at a time)."""
+    last = None
+    for batch in pq.ParquetFile(index_file).iter_batches(batch_size=1 << 20, columns=[key]):
+        keys = batch.column(0)
+        if not len(keys):
+            continue
+        if last is not None and last == keys[0]:
+            return True
+        if len(keys) > 1 and pc.any(pc.equal(keys.slice(1), keys.slice(0, len(keys) - 1))).as_py():
+            return True
+        last = keys[len(keys) - 1]
+    return False
 
 
 def _neighbours(tiling: list[Partition], indices: list[int], order: int) -> set[int]:
