@@ -213,6 +213,7 @@ def test_one_add_reads_several_files_at_once(catalog, parts):
     st = tx.begin(catalog, "Object", options=OPTS)
     got = tx.add(catalog, st.id, parts[1:], parallel=3)
     assert [c.source for c in got] == [str(p) for p in parts[1:]]  # the order given
+    assert [c.number for c in got] == [1, 2, 3]  # numbered in that order too
     assert sum(c.rows for c in got) == 4500
     tx.commit(catalog, st.id)
     assert scan_count(catalog) == 6000

@@ -51,10 +51,11 @@ import json
 import os
 import secrets
 import shutil
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
@@ -383,6 +384,13 @@ class Adding:
         self.record: Record | None = None
 
     def __enter__(self) -> Adding:
+        if self.record is None:
+            self.reserve()
+        return self
+
+    def reserve(self) -> None:
+        """Take the transaction's next contribution number (``__enter__`` does it unless
+        it was done already)."""
         with self.txn.locked(blocking=True):
             rec = self.txn.load()
             if rec.state is not State.OPEN:
@@ -395,7 +403,6 @@ class Adding:
             self.dir = self.txn.path / (contributions.contribution_dir(self.number) + ".tmp")
             self.dir.mkdir()
             self._lock = FileLock(self.dir / "lock", remove=False).acquire()
-        return self
 
     @property
     def input_dir(self) -> Path:
@@ -482,23 +489,58 @@ def add(root: str | os.PathLike, tid: str, sources: Sequence[str | os.PathLike],
     workers = max(1, min(parallel or _default_parallel(), len(sources)))
     if workers == 1:
         return [_add_one(root, tid, source, show_progress) for source in sources]
+    order = _InOrder()  # contributions numbered in the order of the sources
     with ThreadPoolExecutor(workers, thread_name_prefix="skyshard-add") as pool:
-        futures = [pool.submit(_add_one, root, tid, source, show_progress)
-                   for source in sources]
+        futures = [pool.submit(_add_one, root, tid, source, show_progress, order.turn(i))
+                   for i, source in enumerate(sources)]
         try:
             return [f.result() for f in futures]
         except BaseException:
+            order.stop()
             for f in futures:
                 f.cancel()
             raise
 
 
 def _add_one(root: str | os.PathLike, tid: str, source: str | os.PathLike,
-             show_progress: bool | None) -> Contribution:
-    with adding(root, tid, show_progress=show_progress) as a:
+             show_progress: bool | None, turn: AbstractContextManager | None = None
+             ) -> Contribution:
+    a = adding(root, tid, show_progress=show_progress)
+    with turn if turn is not None else nullcontext():
+        a.reserve()
+    with a:
         a.read(os.fspath(source))
     assert a.result is not None
     return a.result
+
+
+class _InOrder:
+    """Turns for parallel adds: the i-th reserves its contribution number after the
+    (i-1)-th (the pool starts them in that order, so none waits for one not started);
+    after ``stop`` a waiting add starts no more."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._next = 0
+        self._stopped = False
+
+    @contextmanager
+    def turn(self, i: int) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: self._next == i or self._stopped)
+            if self._stopped:
+                raise IngestError("not started: another file of this add failed")
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._next += 1
+                self._cond.notify_all()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
 
 
 def _default_parallel() -> int:
