@@ -295,6 +295,9 @@ class QueryService:
         with self._lock:
             self._closed = True
             pending = [q for q in self._queries.values() if not q.state.final]
+        # queued ones first: cancelling a running one frees its worker, which would
+        # otherwise start the next queued query before its turn to be cancelled came
+        pending.sort(key=lambda q: q.state is State.EXECUTING)
         for q in pending:
             try:
                 self.cancel(q.id)
