@@ -93,7 +93,8 @@ def make_params(input_dir: Path, seed: int) -> dict:
     """Ids, cone centres and the expected answers of every query the clients send."""
     import duckdb
 
-    con = duckdb.connect(config={"enable_progress_bar": False})
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
     obj = f"read_parquet('{input_dir / 'Object' / '*.parquet'}')"
     src = f"read_parquet('{input_dir / 'Source' / '*.parquet'}')"
     P = json.loads((input_dir / "queries.json").read_text())

@@ -62,6 +62,10 @@ def test_authentication_is_required_unless_anonymous(tmp_path):
     ("catalog = 'x'\nallow_anonymous = true\n[limits]\nmax_rows = 'many'\n", "limits"),
     ("catalog = \n", "serve.toml"),
     ("allow_anonymous = true\n", "no catalog"),
+    ("catalog = 'x'\nallow_anonymous = true\n[limits]\nresident_share = 1.5\n",
+     "resident_share must be between 0"),
+    ("catalog = 'x'\nallow_anonymous = true\n[limits]\nscan_threads = -2\n",
+     "scan_threads must be 0"),
 ])
 def test_bad_files(tmp_path, text, message):
     path = tmp_path / "serve.toml"

@@ -25,6 +25,8 @@ A TOML file (all keys optional; command-line options override it)::
     max_scans = 2                # full scans executing at once, on threads of their own
     interactive_partitions = 10  # a query reading more partitions is a full scan
     scan_nice = 19               # how much lower the scans' CPU priority is (0: same; Linux)
+    scan_threads = 3             # DuckDB threads of the scans (default: the CPUs but one; 0: all)
+    resident_share = 0.25        # of the memory, for director tables' files kept in memory
     max_queued = 100
     memory_results_bytes = 268435456  # results kept in memory, above that spilled to Parquet
     result_ttl_s = 3600          # async results are deleted after this
@@ -46,6 +48,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -71,6 +74,13 @@ class Limits:
     max_scans: int = 2
     interactive_partitions: int = 10
     scan_nice: int = 19
+    #: DuckDB threads the scans use (0: one per CPU). The default leaves one CPU to the
+    #: interactive lane: scans at the lowest priority still slow a query on the same
+    #: CPU's caches and memory bus, and share none of their threads' time with it.
+    scan_threads: int = field(default_factory=lambda: max(1, (os.cpu_count() or 2) - 1))
+    #: The director tables' files are kept mapped in memory (``storage.resident``), up to
+    #: this share of the machine's (or container's) memory; 0 turns it off.
+    resident_share: float = 0.25
     max_queued: int = 100
     memory_results_bytes: int = 256 * 2**20
     result_ttl_s: float = 3600.0
@@ -261,6 +271,12 @@ def _check_limits(limits: Limits) -> None:
                           f"not {limits.interactive_partitions}")
     if not 0 <= limits.scan_nice <= 19:
         raise ConfigError(f"[limits]: scan_nice must be between 0 and 19, not {limits.scan_nice}")
+    if limits.scan_threads < 0:
+        raise ConfigError(f"[limits]: scan_threads must be 0 (one per CPU) or more, "
+                          f"not {limits.scan_threads}")
+    if not 0 <= limits.resident_share <= 0.9:
+        raise ConfigError("[limits]: resident_share must be between 0 (off) and 0.9, "
+                          f"not {limits.resident_share}")
 
 
 def _cluster(table: object, given: dict) -> ClusterConfig:

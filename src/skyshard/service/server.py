@@ -10,7 +10,11 @@ A server that opens the catalog itself opens it twice: once for interactive quer
 once, from a thread of lowered priority, for full scans (``queries``: the scan lane), so
 that the scans' DuckDB worker threads run at that priority too. Director indexes are
 loaded before the ports open, not by the first id lookup (seconds at 10^7 rows), and
-the memory Arrow's pool kept from loading them is handed back to the system.
+the memory Arrow's pool kept from loading them is handed back to the system. The
+director tables' files are then read into memory and kept there, mapped
+(``storage.resident``, up to ``[limits] resident_share`` of the memory), so that id
+lookups and cones do not wait on the disk when the system has dropped its cache; every
+``RESIDENT_CHECK_S`` the server moves that hold to the newest published version.
 
 With a ``[cluster]`` (``ClusterConfig``) both databases run on one Dask cluster: the
 server starts a local one once (``workers``) or connects to ``scheduler``, and opens
@@ -47,8 +51,13 @@ from skyshard.service.errors import ConfigError
 from skyshard.service.http import create_app
 from skyshard.service.mysql import MysqlFrontend
 from skyshard.service.queries import QueryService
+from skyshard.storage import remote
+from skyshard.storage.resident import ResidentFiles, director_files, memory_budget
 
 log = logging.getLogger("skyshard.service")
+
+#: how often the server checks for a new version whose files to keep in memory, seconds
+RESIDENT_CHECK_S = 30.0
 
 
 class _QuietMimic(logging.Filter):
@@ -84,6 +93,8 @@ class Server:
         pa.table({"x": [0]})  # pyarrow imports pandas on first use: at start, not in a query
         self.config = config
         self._owned: list[Any] = []
+        self.resident: ResidentFiles | None = None
+        self._stopping = threading.Event()
         #: the local Dask cluster this server started (``[cluster] workers``), if any
         self.cluster: Any = None
         try:
@@ -94,6 +105,7 @@ class Server:
             self.db = db
             self.database = config.database or self.db.meta.name
             preload_indexes(self.db)
+            self.resident = keep_resident(self.db, config)
         except BaseException:
             self.close()
             raise
@@ -102,6 +114,8 @@ class Server:
                                     scan_db=scan_db)
         self.mysql = MysqlFrontend(self.service, config.credentials, database=self.database)
         self.app = create_app(self.service, config.credentials, database=self.database)
+        if self.resident is not None:
+            threading.Thread(target=self._follow, name="skyshard-resident", daemon=True).start()
         self.mysql_port: int | None = None
         self.http_port: int | None = None
         self._http: uvicorn.Server | None = None
@@ -123,7 +137,8 @@ class Server:
             return db
 
         if not cluster.enabled:
-            return open_db(), priority.run_lowered(open_db, nice)
+            return open_db(), priority.run_lowered(
+                lambda: open_db(threads=cfg.limits.scan_threads or None), nice)
         try:
             from skyshard.dispatch.dask_executor import LocalDaskCluster
         except ImportError as exc:
@@ -151,9 +166,25 @@ class Server:
                 each.executor.timeout = cfg.limits.timeout_s
         return db, scan_db
 
+    def _follow(self) -> None:
+        """Every ``RESIDENT_CHECK_S``, keep the newest published version's director files
+        in memory instead of the older ones'."""
+        while not self._stopping.wait(RESIDENT_CHECK_S):
+            resident = self.resident
+            if resident is None:
+                return
+            try:
+                resident.keep(director_files(self.db.meta, self.db.root))
+            except Exception as exc:  # noqa: BLE001 - queries still work, from the disk
+                log.warning("keeping the director tables in memory: %s", exc)
+
     def close(self) -> None:
         """Close the databases this server opened (their Dask clients), then stop the
         local cluster it started; idempotent (``run`` and ``stop`` call it)."""
+        self._stopping.set()
+        resident, self.resident = self.resident, None
+        if resident is not None:
+            resident.close()
         owned, self._owned = self._owned, []
         for db in owned:
             try:
@@ -254,6 +285,24 @@ def preload_indexes(db: Any) -> None:
             log.warning("index of %s not preloaded: %s", name, exc)
             continue
         log.info("index of %s loaded in %.1f s", name, time.perf_counter() - started)
+
+
+def keep_resident(db: Any, config: ServiceConfig) -> ResidentFiles | None:
+    """Keep the director tables' files in memory (``storage.resident``), within
+    ``resident_share`` of the memory; None when off, remote, or read elsewhere (replicas
+    on Dask workers)."""
+    share = config.limits.resident_share
+    root = getattr(db, "root", None)
+    if share <= 0 or root is None or remote.is_url(str(root)):
+        return None
+    if not config.cluster.interactive_in_process:
+        return None
+    started = time.perf_counter()
+    files = ResidentFiles(memory_budget(share))
+    kept = files.keep(director_files(db.meta, root))
+    log.info("director tables: %s in %.1f s (budget %s: resident_share %g)", kept.describe(),
+             time.perf_counter() - started, f"{files.budget / 1e9:.1f} GB", share)
+    return files
 
 
 def http_socket(host: str) -> socket.socket:
