@@ -483,6 +483,21 @@ class Sampler(threading.Thread):
             return 0
         return total
 
+    def disk_read(self) -> int:
+        """Bytes the server (process + children) has read from the disk, not the cache."""
+        import psutil
+
+        total = 0
+        try:
+            for p in [self.proc, *self.proc.children(recursive=True)]:
+                try:
+                    total += p.io_counters().read_bytes
+                except (psutil.NoSuchProcess, psutil.AccessDenied, AttributeError):
+                    pass
+        except psutil.NoSuchProcess:
+            return 0
+        return total
+
     def cpu(self) -> float:
         t = self.proc.cpu_times()
         return t.user + t.system + t.children_user + t.children_system
@@ -556,10 +571,12 @@ def run_one(args: argparse.Namespace, params: dict, protocol: str, think: float,
         procs, out, t_start = start_clients(args, spec, index)
         time.sleep(max(0.0, t_start - time.time()))
         cpu0, busy0, wall0 = sampler.cpu(), machine_busy_s(), time.time()
+        read0 = sampler.disk_read()
         results = [out.get(timeout=args.duration + 60 + 4 * args.timeout) for _ in procs]
         for p in procs:
             p.join(10)
         cpu1, busy1, wall1 = sampler.cpu(), machine_busy_s(), time.time()
+        info["disk_read_bytes"] = sampler.disk_read() - read0
         time.sleep(2.0)
         info["rss_after"] = sampler.rss()
         info["rss_peak"] = max(sampler.peak, info["rss_after"])
@@ -707,7 +724,8 @@ def print_run(run: Run, duration: float) -> None:
           f"{_gb(i['rss_load_late'])} at 90-100 % ({s['rss_load_growth']:+.1%})")
     print(f"  CPU s in the window: server {i['server_cpu_s']:.1f}, clients {i['client_cpu_s']:.1f}, "
           f"others {others_cpu(i):.1f} (machine {i['machine_busy_s']:.1f} of "
-          f"{i['wall_s'] * (os.cpu_count() or 1):.0f})")
+          f"{i['wall_s'] * (os.cpu_count() or 1):.0f}); server disk reads "
+          f"{_gb(i.get('disk_read_bytes', 0))}")
     print(f"  first LV1 {i['first_lv1_ms']:.0f} ms, first LV2 {i['first_lv2_ms']:.0f} ms; "
           f"server up in {i['ready_s']:.1f} s, stopped in {i['stop_s']:.1f} s (exit {i['exit_code']})")
     for m in s["messages"]:
@@ -791,8 +809,8 @@ def report(args: argparse.Namespace, runs: list[Run], params: dict, note: str | 
     lines.append("| run | queries | per s | p50 ms | p95 ms | p99 ms | max ms | errors | "
                  "LV1 p50/p95 | LV2 p50/p95 | HV1 done (p50 ms) | HV2 done (p50 ms) | "
                  "RSS before → after (peak) | RSS under load, early → late "
-                 "| CPU s server / clients / others | load before |")
-    lines.append("|" + "---|" * 16)
+                 "| CPU s server / clients / others | server disk reads | load before |")
+    lines.append("|" + "---|" * 17)
     for r, s in sums:
         i = r.info
         k = s["kinds"]
@@ -806,7 +824,7 @@ def report(args: argparse.Namespace, runs: list[Run], params: dict, note: str | 
             f"| {_gb(i['rss_before'])} → {_gb(i['rss_after'])} ({_gb(i['rss_peak'])}) "
             f"| {_gb(i['rss_load_early'])} → {_gb(i['rss_load_late'])} "
             f"| {i['server_cpu_s']:.0f} / {i['client_cpu_s']:.0f} / {others_cpu(i):.0f} "
-            f"| {i['load_before'][0]:.2f} |")
+            f"| {_gb(i.get('disk_read_bytes', 0))} | {i['load_before'][0]:.2f} |")
     lines.append("")
     lines.append("Cold start and shutdown (per run): "
                  + "; ".join(f"{r.name}: up {r.info['ready_s']:.1f} s, RSS {_gb(r.info['rss_start'])}, "
@@ -846,7 +864,9 @@ def report(args: argparse.Namespace, runs: list[Run], params: dict, note: str | 
     lines.append("")
     lines.append("'others' = busy CPU seconds of the machine during the window not spent by the "
                  "server or the client processes (other users of the machine); "
-                 f"{m['cores']} cores give {m['cores']} CPU s per second.")
+                 f"{m['cores']} cores give {m['cores']} CPU s per second. 'server disk reads' = "
+                 "bytes the server read from the disk, not from the page cache, during the "
+                 "window (queries waiting on the disk show there).")
     return "\n".join(lines) + "\n"
 
 
