@@ -74,7 +74,8 @@ class Limits:
     max_scans: int = 2
     interactive_partitions: int = 10
     scan_nice: int = 19
-    #: DuckDB threads the scans use (0: one per CPU). The default leaves one CPU to the
+    #: DuckDB threads the scans use in this process (0: one per CPU; on a Dask cluster
+    #: the workers' settings apply). The default leaves one CPU to the
     #: interactive lane: scans at the lowest priority still slow a query on the same
     #: CPU's caches and memory bus, and share none of their threads' time with it.
     scan_threads: int = field(default_factory=lambda: max(1, (os.cpu_count() or 2) - 1))
