@@ -143,6 +143,20 @@ def child_hats(files: list[Path], out: Path, result: Path, max_rows: int, margin
 # --- the parent ----------------------------------------------------------------------------
 
 
+def evict(files: list[Path]) -> None:
+    """Drop the input files from the page cache (``posix_fadvise(DONTNEED)``), so that
+    every system starts with its input on the disk, as a large load does: otherwise
+    whichever runs first would find the input cached by the generator, or not, at
+    random (some machines drop file pages nobody touched for a minute)."""
+    for f in files:
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.fdatasync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
 def run_child(cmd: list[str], log: Path) -> dict:
     """Run ``cmd``; wall seconds, exit code and the peak RSS of its process tree."""
     import psutil
@@ -227,6 +241,7 @@ def bench_size(n: int, a: argparse.Namespace) -> dict:
                "--max-rows-per-partition", str(a.max_rows_per_partition),
                "--margin-arcsec", str(a.margin_arcsec), *extra[1:], *map(str, inputs)]
         print(f"{n:,} objects: {name} ...", flush=True)
+        evict([*inputs, *(Path(x) for x in extra[1:] if x not in ("--more", "--"))])
         info = run_child(cmd, run / f"{name}.log")
         if info["rc"] != 0:
             print(f"  failed (rc {info['rc']}), see {info['log']}", flush=True)
@@ -317,6 +332,8 @@ def report(results: list[dict], a: argparse.Namespace, command: str) -> str:
          f"{a.margin_arcsec:g}\" margin, an objectId index. skyshard: one process (DuckDB "
          "sort, 1 GB memory limit); hats-import: dask LocalCluster, 2 workers x 1 thread."),
         "- Peak RSS: the whole process tree (dask workers included), sampled every 0.1 s.",
+        ("- Input cold: before each run its files are dropped from the page cache "
+         "(`posix_fadvise(DONTNEED)`), so every system reads them from the disk."),
         ("- `skyshard append`: the last 10 % of the rows loaded as an increment into the "
          "table built from the other 90 % (time and rows of the increment alone): the "
          "increment is spread over the whole sky, so every partition is rewritten. "

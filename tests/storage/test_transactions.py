@@ -219,6 +219,34 @@ def test_one_add_reads_several_files_at_once(catalog, parts):
     assert scan_count(catalog) == 6000
 
 
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_each_file_has_the_disk_read_the_one_after_it(catalog, parts, monkeypatch, parallel):
+    hinted: list[str] = []
+    lock = threading.Lock()
+
+    def record(path):
+        with lock:
+            hinted.append(str(path))
+        return True
+
+    monkeypatch.setattr(tx, "prefetch", record)
+    st = tx.begin(catalog, "Object", options=OPTS)
+    files = parts[1:]  # parts[0] is in the catalog already
+    tx.add(catalog, st.id, files, parallel=parallel)
+    # the first ``parallel`` files at once, then each as the one before it starts
+    assert sorted(hinted) == sorted(str(p) for p in files)
+    assert hinted[:parallel] == [str(p) for p in files[:parallel]]
+    tx.abort(catalog, st.id)
+
+
+def test_prefetch_hints_local_files_only(parts, tmp_path):
+    from skyshard.storage.readers import prefetch
+
+    assert prefetch(parts[0]) is hasattr(os, "posix_fadvise")
+    assert prefetch(tmp_path / "missing.parquet") is False
+    assert prefetch("https://example.org/object.parquet") is False
+
+
 def test_a_bad_file_among_parallel_reads_is_named_and_leaves_no_trace(catalog, parts, tmp_path):
     bad = tmp_path / "bad.parquet"
     pq.write_table(pa.table({"objectId": [1, 2], "ra": [10.0, 11.0], "decl": [95.0, 0.0]}), bad)

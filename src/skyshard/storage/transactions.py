@@ -70,6 +70,7 @@ from skyshard.storage.contributions import Contribution, TableSpec
 from skyshard.storage.locks import Busy, FileLock, clear_stale, is_locked, table_locks
 from skyshard.storage.options import IngestOptions
 from skyshard.storage.progress import Progress, read_report
+from skyshard.storage.readers import prefetch
 
 TRANSACTIONS = ".transactions"
 RECORD = "txn.json"
@@ -487,11 +488,19 @@ def add(root: str | os.PathLike, tid: str, sources: Sequence[str | os.PathLike],
     raised. Files that were never started are not in the transaction: add them again.
     """
     workers = max(1, min(parallel or _default_parallel(), len(sources)))
+    for source in sources[:workers]:
+        prefetch(source)
+    # Each file, as it starts, has the disk read the one that starts after it (the
+    # workers-th next) into the cache meanwhile.
+    later = [sources[i + workers] if i + workers < len(sources) else None
+             for i in range(len(sources))]
     if workers == 1:
-        return [_add_one(root, tid, source, show_progress) for source in sources]
+        return [_add_one(root, tid, source, show_progress, ahead=after)
+                for source, after in zip(sources, later)]
     order = _InOrder()  # contributions numbered in the order of the sources
     with ThreadPoolExecutor(workers, thread_name_prefix="skyshard-add") as pool:
-        futures = [pool.submit(_add_one, root, tid, source, show_progress, order.turn(i))
+        futures = [pool.submit(_add_one, root, tid, source, show_progress, order.turn(i),
+                               ahead=later[i])
                    for i, source in enumerate(sources)]
         try:
             return [f.result() for f in futures]
@@ -503,8 +512,10 @@ def add(root: str | os.PathLike, tid: str, sources: Sequence[str | os.PathLike],
 
 
 def _add_one(root: str | os.PathLike, tid: str, source: str | os.PathLike,
-             show_progress: bool | None, turn: AbstractContextManager | None = None
-             ) -> Contribution:
+             show_progress: bool | None, turn: AbstractContextManager | None = None, *,
+             ahead: str | os.PathLike | None = None) -> Contribution:
+    if ahead is not None:
+        prefetch(ahead)
     a = adding(root, tid, show_progress=show_progress)
     with turn if turn is not None else nullcontext():
         a.reserve()
