@@ -42,6 +42,7 @@ from skyshard.dispatch.placement import (
     unit_key,
 )
 from skyshard.errors import ExternalError, UnsupportedQueryError
+from skyshard.storage import leases
 
 NAMES = ("w0", "w1", "w2")
 SLOW_SQL = ("SELECT kind, COUNT(*) AS n, AVG(gMag) AS g, STDDEV(rMag) AS s, MAX(decl) AS m "
@@ -342,3 +343,73 @@ def test_a_version_ingested_after_placement_is_placed_by_its_first_query(sky_roo
         assert db.sql(count).column(0)[0].as_py() == before + 50
         placed = Placement.load(root)
         assert placed.generation == model.load(root).generation  # the record follows
+
+
+def test_older_versions_leave_the_workers_once_the_catalog_drops_them(sky_root, sky_tables,
+                                                                       tmp_path):
+    """A new version is placed beside the old one; the old one's copies stay while the
+    catalog root keeps it, and ``place`` removes them once its garbage collection has
+    (which rewrites the catalog's description: the placement must be renewed anyway)."""
+    from skyshard.storage import transactions
+
+    root = tmp_path / "catalog"
+    shutil.copytree(sky_root, root)
+    # not the leases of sky_root's readers (this process's among them): they would pin v1
+    shutil.rmtree(root / leases.READERS_DIR, ignore_errors=True)
+    copies = tmp_path / "copies"
+    count = "SELECT COUNT(*) AS n FROM Object WHERE ra >= 0"
+    with skyshard.open(root, workers=2, placement="replicas", replication=1,
+                       replica_dir=copies) as db:
+        before = db.sql(count).column(0)[0].as_py()
+        extra = sky_tables["Object"].slice(0, 50)
+        extra = extra.set_column(extra.schema.get_field_index("objectId"), "objectId",
+                                 pa.array([10**12 + i for i in range(50)], pa.int64()))
+        more = tmp_path / "more.parquet"
+        pq.write_table(extra, more)
+        skyshard.ingest(root, "Object", [more], append=True,
+                        options=skyshard.IngestOptions(progress=False))
+        assert db.sql(count).column(0)[0].as_py() == before + 50  # the new version placed
+        client = db.executor.client
+        catalog_id = Placement.load(root).catalog_id
+
+        def held() -> set[tuple[str, str]]:  # (worker, file)
+            return {(h.parent.name, p.relative_to(h).as_posix())
+                    for h in copies.glob(f"*/{catalog_id}") for p in h.rglob("*")
+                    if p.is_file()}
+
+        assert replicas.check(client, root).leftovers == {}  # the root still has v1
+        transactions.collect_garbage(root, grace_s=0)
+        gone = {(w, f) for w, f in held() if not (root / f).exists()}
+        assert gone, "the older version's copies should outlive it at the root"
+        report = replicas.check(client, root)
+        assert not report.cleaned and sum(n for n, _ in report.leftovers.values()) == len(gone)
+        assert "`skyshard replicas repair` removes them" in report.text()
+        assert held() >= gone  # check removes nothing
+
+        report = replicas.place(client, root)
+        assert report.cleaned and sum(n for n, _ in report.leftovers.values()) == len(gone)
+        assert report.healthy, report.text(every_unit=False)
+        assert not held() & gone and all((root / f).exists() for _, f in held())
+        assert replicas.check(client, root).leftovers == {}
+        assert db.sql(count).column(0)[0].as_py() == before + 50
+
+        # a copy a crash interrupted goes too, with ``repair``
+        worker_home = next(copies.glob(f"*/{catalog_id}"))
+        stray = worker_home / "Object" / ".Npix=1.parquet.0badc0de.tmp"
+        stray.write_bytes(b"half a file")
+        report = replicas.repair(client, root)
+        assert report.cleaned and report.leftovers == {worker_home.parent.name: (1, 11)}
+        assert report.healthy and not stray.exists()
+
+
+def test_nothing_is_removed_when_the_catalog_root_cannot_be_read(healthy, tmp_path):
+    root = Path(healthy["root"])
+    meta = root / "skyshard.json"
+    moved = tmp_path / "skyshard.json"
+    shutil.move(meta, moved)
+    try:
+        with pytest.raises(ExternalError, match="nothing was removed"):
+            replicas._leftovers(healthy["client"], root, Placement.load(root),
+                                replicas.named_workers(healthy["client"]))
+    finally:
+        shutil.move(moved, meta)

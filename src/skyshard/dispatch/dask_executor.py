@@ -97,9 +97,10 @@ where a worker keeps its copies (``skyshard.replicas.directory`` / its name):
 A version published after placement (an ingest) is placed by the first query that
 needs it (``replicas.place``: only the new files are copied; the coordinator writes
 ``replicas.json``, so its catalog root must be writable, else the query fails asking
-for ``skyshard replicas place``). Not built yet: removing files of older table
-versions from workers;
-concurrent place/repair/rebalance runs on one catalog. Spreading copies onto workers
+for ``skyshard replicas place``). The older version's files stay on the workers until
+``skyshard replicas place`` or ``repair`` removes them, once the catalog's garbage
+collection has removed them from the catalog root (a query never waits for that). Not
+built yet: concurrent place/repair/rebalance runs on one catalog. Spreading copies onto workers
 that joined, and draining workers before they leave: ``replicas.rebalance``/``drain``.
 """
 
@@ -634,7 +635,7 @@ class DaskExecutor:
             if placement == "replicas":
                 self.placement_report = replicas.place(self.client, self.root,
                                                        replication=replication,
-                                                       checksum=False)
+                                                       checksum=False, clean=False)
                 placed = self._current_placement()
                 self.replica_spec = ReplicaSpec(placed.catalog_id, str(self.root), threads,
                                                 memory_limit)
@@ -748,7 +749,7 @@ class DaskExecutor:
             log.info("placing a new version of %s on the workers", self.root)
             try:
                 report = replicas.place(self.client, self.root, replication=self.replication,
-                                        checksum=False)
+                                        checksum=False, clean=False)
             except OSError as exc:
                 raise ExternalError(f"a new version of the catalog was published and cannot "
                                     f"be placed on the workers from here ({exc}); run "

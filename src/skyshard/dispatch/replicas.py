@@ -47,8 +47,17 @@ the moving, always through Dask tasks, so it works without any shared disk:
   the placement: ``place`` and ``repair`` give them nothing while they are in the
   cluster, ``rebalance`` takes them back.
 
+- **Older versions.** An ingest publishes a new version of a table; its files are placed
+  as any others (by the first query that needs them, or ``place``), and the older
+  version's stay on the workers. ``place`` and ``repair`` (from the command line) then
+  remove from every worker the files the placement does not name *and the catalog root
+  no longer has*: the catalog's own garbage collection decides when a version may go
+  (no reader lease names it, its grace period has passed), and the workers follow it.
+  Copies a crash interrupted go the same way. ``check`` reports them. Nothing is removed
+  when the catalog root cannot be read.
+
 Not handled: concurrent place/repair/rebalance/drain runs on one catalog (run one at a
-time); files of older table versions are left on workers after a re-placement.
+time).
 """
 
 from __future__ import annotations
@@ -165,6 +174,20 @@ def write_files(catalog_id: str, data: Mapping[str, bytes],
             tmp.unlink(missing_ok=True)
         written += len(blob)
     return written
+
+
+def listing(catalog_id: str) -> dict[str, int]:
+    """Task: every file below this worker's copy of the catalog, path -> bytes."""
+    home = catalog_home(catalog_id)
+    out: dict[str, int] = {}
+    for dirpath, _, names in os.walk(home):
+        for name in names:
+            path = Path(dirpath) / name
+            try:
+                out[path.relative_to(home).as_posix()] = path.stat().st_size
+            except OSError:  # removed meanwhile
+                continue
+    return out
 
 
 def remove_files(catalog_id: str, files: Sequence[str]) -> int:
@@ -288,6 +311,11 @@ class ReplicaReport:
     left: dict[str, str] = field(default_factory=dict)
     #: partition copies moved by the balancing step (rebalance)
     moved: int = 0
+    #: worker -> (files, bytes) of older versions it holds (check) or that were removed
+    #: (place, repair): neither named by the placement nor at the catalog root any more
+    leftovers: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: whether ``leftovers`` were removed
+    cleaned: bool = False
     #: whether to print what each worker holds (rebalance, drain)
     show_load: bool = False
 
@@ -368,6 +396,11 @@ class ReplicaReport:
                          f"removed {len(self.removed)} cop(ies) the placement no longer names")
         for w, why in sorted(self.left.items()):
             lines.append(f"  copies left on {w}: {why}")
+        if self.leftovers:
+            lines.append(("removed files of older versions: " if self.cleaned else
+                          "files of older versions on workers (`skyshard replicas repair` "
+                          "removes them): ") + "; ".join(
+                f"{w} {n} file(s), {_size(b)}" for w, (n, b) in sorted(self.leftovers.items())))
         if self.show_load:
             lines.append("per worker: " + "; ".join(
                 f"{w} {n} partition(s), {_size(b)}" for w, (n, b) in sorted(self.load().items())
@@ -401,14 +434,18 @@ class ReplicaReport:
 
 
 def place(client: Client, root: str | os.PathLike, *, replication: int | None = None,
-          checksum: bool = True) -> ReplicaReport:
+          checksum: bool = True, clean: bool = True) -> ReplicaReport:
     """Copy the catalog at ``root`` onto the cluster's workers so that every partition
     has ``replication`` intact copies on live workers (default: the recorded factor, or
     2) and every live worker has the shared files; record the placement. Copies that
-    are there and intact (size; also SHA-256 when ``checksum``) are kept."""
+    are there and intact (size; also SHA-256 when ``checksum``) are kept. With ``clean``,
+    then remove the files of older versions from the workers (see the module)."""
     root = Path(root).resolve()
     placement = _described(root, replication)
-    return _maintain(client, root, placement, checksum=checksum, from_catalog=True)
+    report = _maintain(client, root, placement, checksum=checksum, from_catalog=True)
+    if clean:
+        _clean(client, root, report)
+    return report
 
 
 def _described(root: Path, replication: int | None) -> Placement:
@@ -429,7 +466,10 @@ def check(client: Client, root: str | os.PathLike) -> ReplicaReport:
     alive = named_workers(client)
     placement = _current_drained(placement, alive)
     survey = _survey(client, placement, alive, checksum=True)
-    return _report(placement, alive, survey, stale=_stale(root, placement))
+    report = _report(placement, alive, survey, stale=_stale(root, placement))
+    found, report.left = _leftovers(client, root, placement, alive)
+    report.leftovers = {w: (len(f), sum(f.values())) for w, f in found.items()}
+    return report
 
 
 def repair(client: Client, root: str | os.PathLike, *,
@@ -443,6 +483,7 @@ def repair(client: Client, root: str | os.PathLike, *,
         placement = replace(placement, replication=replication)
     report = _maintain(client, root, placement, checksum=True, from_catalog=False)
     report.stale = _stale(root, placement)
+    _clean(client, root, report)
     return report
 
 
@@ -568,6 +609,53 @@ def _remove_surplus(client: Client, placement: Placement, plan: MovePlan,
         else:
             removed += [(u, w) for u in plan.removals[w]]
     return sorted(removed), left
+
+
+def _leftovers(client: Client, root: Path, placement: Placement, alive: Mapping[str, str]
+               ) -> tuple[dict[str, dict[str, int]], dict[str, str]]:
+    """Worker -> {file: bytes} of the files it holds that ``placement`` does not name
+    and the catalog root no longer has; and worker -> why it could not be listed."""
+    if not (root / layout.CATALOG_META).is_file():
+        raise ExternalError(f"{root}: cannot read {layout.CATALOG_META}, so no worker's "
+                            "files can be told stale; nothing was removed")
+    named = {f for unit in placement.units.values() for f in unit.files}
+    futures = {w: client.submit(listing, placement.catalog_id, workers=[a],
+                                allow_other_workers=False, pure=False,
+                                key=f"skyshard-listing-{uuid.uuid4().hex[:12]}")
+               for w, a in alive.items()}
+    found: dict[str, dict[str, int]] = {}
+    failed: dict[str, str] = {}
+    for w, got in _results(client, futures, {w: (alive[w],) for w in futures},
+                           "list its files").items():
+        if isinstance(got, BaseException):
+            failed[w] = f"listing its files failed: {_describe(got)}"
+            continue
+        stale = {rel: size for rel, size in got.items()
+                 if rel not in named and not (root / rel).exists()}
+        if stale:
+            found[w] = stale
+    return found, failed
+
+
+def _clean(client: Client, root: Path, report: ReplicaReport) -> None:
+    """Remove the files of older versions from the live workers (``_leftovers``), after
+    ``report``'s copies; what was removed goes in the report."""
+    if report.placement is None:
+        return
+    alive = named_workers(client)
+    found, failed = _leftovers(client, root, report.placement, alive)
+    report.left.update(failed)
+    futures = {w: client.submit(remove_files, report.placement.catalog_id, sorted(files),
+                                workers=[alive[w]], allow_other_workers=False, pure=False,
+                                key=f"skyshard-remove-{uuid.uuid4().hex[:12]}")
+               for w, files in found.items()}
+    for w, got in _results(client, futures, {w: (alive[w],) for w in futures},
+                           "remove files of older versions").items():
+        if isinstance(got, BaseException):
+            report.left[w] = f"removing files of older versions failed: {_describe(got)}"
+        else:
+            report.leftovers[w] = (len(found[w]), sum(found[w].values()))
+    report.cleaned = True
 
 
 def _processing(client: Client, addresses: Iterable[str]) -> dict[str, set[str]]:
