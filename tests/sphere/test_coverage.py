@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 import time
 
 import cdshealpix.nested as healpix
@@ -11,8 +12,10 @@ from hypothesis import strategies as st
 
 from sky_regions import boxes, circles, decs, offset, ras, sample_cap, seeds  # noqa: F401
 from skyshard.errors import UserError
+from skyshard.sphere import coverage
 from skyshard.sphere.coverage import (
     MAX_OVERLAP_ORDER,
+    SMALL_CIRCLE_DEG,
     healpix29,
     healpix29_ranges,
     overlaps,
@@ -24,6 +27,7 @@ from skyshard.sphere.regions import (
     Ellipse,
     Polygon,
     RegionError,
+    angular_separation_deg,
     lonlat_deg,
 )
 
@@ -280,3 +284,30 @@ def test_healpix29_matches_hats_package():
 def test_healpix29_rejects_bad_positions(ra, dec):
     with pytest.raises(UserError):
         healpix29(np.array(ra), np.array(dec))
+
+
+@settings(max_examples=300, deadline=None)
+@given(ras, decs, st.one_of(st.floats(1e-6, 1e-3), st.floats(1e-3, SMALL_CIRCLE_DEG)),
+       st.integers(0, 20), seeds)
+def test_small_circles_take_the_fast_path_and_drop_no_point(ra, dec, radius, order, seed):
+    # orders up to a few below the planner's (cells about half the radius)
+    assume(order <= math.floor(math.log2(58.6 / radius)) + 3)
+    circle = Circle(ra, dec, radius)
+    ra_in, dec_in = points_inside(circle, np.random.default_rng(seed), 2000)
+    got = pixels(circle, order)
+    assert np.isin(pixel_of(ra_in, dec_in, order), got).all()
+    # and tight: every cell is near the circle (its centre within the radius, its own cap
+    # radius and what the circle was grown by: at most half that)
+    lon, lat = healpix.healpix_to_lonlat(got, order)
+    d = angular_separation_deg(lon.deg, lat.deg, ra, dec)
+    assert (d <= radius + 1.5 * np.degrees(coverage._cap_radius_rad(order)) + 1e-9).all()
+
+
+def test_small_circles_skip_the_descent(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a small circle went through the descent")
+
+    monkeypatch.setattr(coverage, "_tester", refuse)
+    assert len(coverage._moc(Circle(10.0, 20.0, 1 / 60), 12)[0]) > 0
+    with pytest.raises(AssertionError, match="descent"):
+        coverage._moc(Circle(10.0, 20.0, 2 * SMALL_CIRCLE_DEG), 12)

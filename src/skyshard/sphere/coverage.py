@@ -6,7 +6,10 @@ does not use cdshealpix's region searches, which drop cells in some cases (cdshe
 pole, ``cone_search`` beyond ~150 degrees). Instead it descends the HEALPix hierarchy,
 testing the cap around each cell (the HEALPix maximum pixel radius, grown by 1% and
 :data:`~skyshard.sphere.regions.BOUNDS_PAD_DEG`) against the region, and splitting the
-cells that straddle its boundary down to two orders below the one asked for.
+cells that straddle its boundary down to two orders below the one asked for. Small
+circles (the cones of most queries) are the exception: cdshealpix's cone search covers
+them ~25 times faster, on the circle grown by twice the cap of its cells, a margin
+that no rounding at the rim can cross (``_small_circle``).
 
 >>> pixels(Circle(30.0, 20.0, 0.2), 3).tolist()
 [10]
@@ -50,6 +53,10 @@ MAX_OVERLAP_ORDER = 10
 
 _REFINE_ORDERS = 2  # boundary cells are split this many orders below the one asked for,
 _REFINE_BUDGET = 200_000  # while there are no more than this many of them
+#: Circles up to this radius (id-lookup-sized cones, the common query) are covered by
+#: cdshealpix's compiled cone search, grown (``_small_circle``), not by the descent.
+SMALL_CIRCLE_DEG = 1.0
+_SMALL_CIRCLE_CELLS = 20_000  # about the most cells its search may return
 _ELLIPSE_POLYGON_SIDES = 16
 
 # (centres as unit vectors, cap radius in radians) -> (may intersect, lies inside)
@@ -203,6 +210,10 @@ def _descend(region: Region, order: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _moc(region: Region, order: int) -> tuple[np.ndarray, np.ndarray]:
     """Cells at orders <= ``order`` covering the region, as (ipix, depth) int64 arrays."""
+    if isinstance(region, Circle) and region.radius_deg <= SMALL_CIRCLE_DEG and _core:
+        found = _small_circle(region, order)
+        if found is not None:
+            return found
     test = _tester(region)
     found_ipix: list[np.ndarray] = []
     found_depth: list[int] = []
@@ -229,6 +240,30 @@ def _moc(region: Region, order: int) -> tuple[np.ndarray, np.ndarray]:
         ipix_parts.append(ipix)
         depth_parts.append(np.full(len(ipix), depth, dtype=np.int64))
     return np.concatenate(ipix_parts), np.concatenate(depth_parts)
+
+
+def _small_circle(circle: Circle, order: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The cells at ``order`` that hold a point of a small circle: cdshealpix's cone
+    search (~20 us, against ~1.5 ms for the descent) at a depth whose cells are a quarter
+    of the radius or smaller (and two orders below ``order``, as the descent refines),
+    on the circle grown by twice their cap radius, so every cell holding a point of the
+    circle lies wholly inside the grown circle and no rounding at the rim can leave it
+    out; then those cells' ancestors at ``order``. None when that would be more than
+    ``_SMALL_CIRCLE_CELLS`` cells (``order`` fine for the radius): the descent, which
+    keeps the inside in coarse cells, does it better."""
+    radius = math.radians(circle.radius_deg)
+    depth = min(order + _REFINE_ORDERS, HEALPIX_MAX_ORDER)
+    while depth < HEALPIX_MAX_ORDER and _cap_radius_rad(depth) > radius / 4:
+        depth += 1
+    grown = min(math.pi, radius + 2 * _cap_radius_rad(depth))
+    if (grown / _cap_radius_rad(depth)) ** 2 > _SMALL_CIRCLE_CELLS:
+        return None
+    ipix, _, _ = _core.cone_search(np.uint8(depth), np.uint8(0),
+                                   np.float64(math.radians(circle.ra_deg % 360.0)),
+                                   np.float64(math.radians(circle.dec_deg)),
+                                   np.float64(grown), True)
+    cells = np.unique(ipix.astype(np.int64) >> (2 * (depth - order)))
+    return cells, np.full(len(cells), order, dtype=np.int64)
 
 
 def _centres(cells: np.ndarray, depth: int) -> np.ndarray:
@@ -271,6 +306,7 @@ def _compact_bits(v: np.ndarray) -> np.ndarray:
     return (v | (v >> 16)) & 0x00000000FFFFFFFF
 
 
+@functools.lru_cache(maxsize=64)
 def _cap_radius_rad(depth: int) -> float:
     """HEALPix's maximum angular distance between a cell centre and its corners at this
     depth (``max_pixrad`` of the HEALPix library), grown by 1% and the pad."""
