@@ -393,10 +393,15 @@ def test_older_versions_leave_the_workers_once_the_catalog_drops_them(sky_root, 
         assert replicas.check(client, root).leftovers == {}
         assert db.sql(count).column(0)[0].as_py() == before + 50
 
-        # a copy a crash interrupted goes too, with ``repair``
+        # a copy a crash interrupted goes too, with ``repair``, once it is old enough: one
+        # written just now may be a copy under way
         worker_home = next(copies.glob(f"*/{catalog_id}"))
         stray = worker_home / "Object" / ".Npix=1.parquet.0badc0de.tmp"
         stray.write_bytes(b"half a file")
+        report = replicas.repair(client, root)
+        assert report.leftovers == {} and stray.exists()
+        old = time.time() - replicas.COPY_GRACE_S - 60
+        os.utime(stray, (old, old))
         report = replicas.repair(client, root)
         assert report.cleaned and report.leftovers == {worker_home.parent.name: (1, 11)}
         assert report.healthy and not stray.exists()
@@ -411,5 +416,8 @@ def test_nothing_is_removed_when_the_catalog_root_cannot_be_read(healthy, tmp_pa
         with pytest.raises(ExternalError, match="nothing was removed"):
             replicas._leftovers(healthy["client"], root, Placement.load(root),
                                 replicas.named_workers(healthy["client"]))
+        report = replicas.check(healthy["client"], root)  # the rest of the report stays
+        assert "nothing was removed" in report.left[replicas.ALL_WORKERS]
+        assert not report.missing and not report.corrupt
     finally:
         shutil.move(moved, meta)

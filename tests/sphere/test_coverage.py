@@ -293,6 +293,7 @@ def test_small_circles_take_the_fast_path_and_drop_no_point(ra, dec, radius, ord
     # orders up to a few below the planner's (cells about half the radius)
     assume(order <= math.floor(math.log2(58.6 / radius)) + 3)
     circle = Circle(ra, dec, radius)
+    assert coverage._small_circle(circle, order) is not None  # the fast path, not the descent
     ra_in, dec_in = points_inside(circle, np.random.default_rng(seed), 2000)
     got = pixels(circle, order)
     assert np.isin(pixel_of(ra_in, dec_in, order), got).all()

@@ -71,11 +71,30 @@ def test_the_kept_bytes_are_the_files_bytes(tmp_path):
     try:
         kept.keep([a])
         (mapped,) = kept._maps.values()
-        assert mapped[:] == a.read_bytes()
+        assert mapped.read() == a.read_bytes()
     finally:
         kept.close()
     assert kept._maps == {}
     kept.close()  # idempotent
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="Linux: counts descriptors")
+def test_kept_files_hold_no_file_descriptor(tmp_path):
+    files = _files(tmp_path, [5000] * 20)
+    before = len(list(Path("/proc/self/fd").iterdir()))
+    kept = ResidentFiles(budget=10**6)
+    try:
+        assert kept.keep(files).files == 20
+        assert len(list(Path("/proc/self/fd").iterdir())) == before
+    finally:
+        kept.close()
+
+
+def test_nothing_is_kept_after_close(tmp_path):
+    (a,) = _files(tmp_path, [100])
+    kept = ResidentFiles(budget=10**6)
+    kept.close()
+    assert kept.keep([a]) == Residency(0, 0)
 
 
 def test_director_files_are_the_partitions_of_director_tables(sky_db):

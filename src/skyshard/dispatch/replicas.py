@@ -53,8 +53,9 @@ the moving, always through Dask tasks, so it works without any shared disk:
   remove from every worker the files the placement does not name *and the catalog root
   no longer has*: the catalog's own garbage collection decides when a version may go
   (no reader lease names it, its grace period has passed), and the workers follow it.
-  Copies a crash interrupted go the same way. ``check`` reports them. Nothing is removed
-  when the catalog root cannot be read.
+  Copies a crash interrupted go the same way once ``COPY_GRACE_S`` has passed since they
+  were last written (one being written now is left alone). ``check`` reports them.
+  Nothing is removed when the catalog root cannot be read (the report says so).
 
 Not handled: concurrent place/repair/rebalance/drain runs on one catalog (run one at a
 time).
@@ -102,6 +103,10 @@ POLL_S = 0.2
 GRACE_S = 5.0
 #: seconds a removal waits at most for the tasks running on its worker at the change
 SETTLE_S = 300.0
+#: seconds after its last write a copy left half-written (a crash) counts as stale
+COPY_GRACE_S = 3600.0
+#: the key of ``ReplicaReport.left`` for what concerns every worker
+ALL_WORKERS = "every worker"
 
 # --- on the workers ------------------------------------------------------------------------
 
@@ -176,17 +181,20 @@ def write_files(catalog_id: str, data: Mapping[str, bytes],
     return written
 
 
-def listing(catalog_id: str) -> dict[str, int]:
-    """Task: every file below this worker's copy of the catalog, path -> bytes."""
+def listing(catalog_id: str) -> dict[str, tuple[int, float]]:
+    """Task: every file below this worker's copy of the catalog, path -> (bytes, seconds
+    since it was last written)."""
     home = catalog_home(catalog_id)
-    out: dict[str, int] = {}
+    out: dict[str, tuple[int, float]] = {}
+    now = time.time()
     for dirpath, _, names in os.walk(home):
         for name in names:
             path = Path(dirpath) / name
             try:
-                out[path.relative_to(home).as_posix()] = path.stat().st_size
+                st = path.stat()
             except OSError:  # removed meanwhile
                 continue
+            out[path.relative_to(home).as_posix()] = (st.st_size, now - st.st_mtime)
     return out
 
 
@@ -467,7 +475,11 @@ def check(client: Client, root: str | os.PathLike) -> ReplicaReport:
     placement = _current_drained(placement, alive)
     survey = _survey(client, placement, alive, checksum=True)
     report = _report(placement, alive, survey, stale=_stale(root, placement))
-    found, report.left = _leftovers(client, root, placement, alive)
+    try:
+        found, report.left = _leftovers(client, root, placement, alive)
+    except ExternalError as exc:
+        report.left[ALL_WORKERS] = str(exc)
+        return report
     report.leftovers = {w: (len(f), sum(f.values())) for w, f in found.items()}
     return report
 
@@ -630,20 +642,31 @@ def _leftovers(client: Client, root: Path, placement: Placement, alive: Mapping[
         if isinstance(got, BaseException):
             failed[w] = f"listing its files failed: {_describe(got)}"
             continue
-        stale = {rel: size for rel, size in got.items()
-                 if rel not in named and not (root / rel).exists()}
+        stale = {rel: size for rel, (size, age) in got.items()
+                 if rel not in named and not (root / rel).exists()
+                 and (age >= COPY_GRACE_S or not _copying(rel))}
         if stale:
             found[w] = stale
     return found, failed
 
 
+def _copying(rel: str) -> bool:
+    """Whether ``rel`` names a copy being written (``write_files``' temporary name)."""
+    name = PurePosixPath(rel).name
+    return name.startswith(".") and name.endswith(".tmp")
+
+
 def _clean(client: Client, root: Path, report: ReplicaReport) -> None:
     """Remove the files of older versions from the live workers (``_leftovers``), after
-    ``report``'s copies; what was removed goes in the report."""
+    ``report``'s copies; what was removed goes in the report (and why not, if not)."""
     if report.placement is None:
         return
     alive = named_workers(client)
-    found, failed = _leftovers(client, root, report.placement, alive)
+    try:
+        found, failed = _leftovers(client, root, report.placement, alive)
+    except ExternalError as exc:
+        report.left[ALL_WORKERS] = str(exc)
+        return
     report.left.update(failed)
     futures = {w: client.submit(remove_files, report.placement.catalog_id, sorted(files),
                                 workers=[alive[w]], allow_other_workers=False, pure=False,

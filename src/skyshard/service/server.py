@@ -95,6 +95,7 @@ class Server:
         self._owned: list[Any] = []
         self.resident: ResidentFiles | None = None
         self._stopping = threading.Event()
+        self._follower: threading.Thread | None = None
         #: the local Dask cluster this server started (``[cluster] workers``), if any
         self.cluster: Any = None
         try:
@@ -110,12 +111,19 @@ class Server:
             self.close()
             raise
         pa.default_memory_pool().release_unused()  # what loading them held (~0.5 GB at 10^7)
-        self.service = QueryService(self.db, config.limits, results_dir=config.results_dir,
-                                    scan_db=scan_db)
-        self.mysql = MysqlFrontend(self.service, config.credentials, database=self.database)
-        self.app = create_app(self.service, config.credentials, database=self.database)
+        try:
+            self.service = QueryService(self.db, config.limits,
+                                        results_dir=config.results_dir, scan_db=scan_db)
+            self.mysql = MysqlFrontend(self.service, config.credentials,
+                                       database=self.database)
+            self.app = create_app(self.service, config.credentials, database=self.database)
+        except BaseException:
+            self.close()
+            raise
         if self.resident is not None:
-            threading.Thread(target=self._follow, name="skyshard-resident", daemon=True).start()
+            self._follower = threading.Thread(target=self._follow, name="skyshard-resident",
+                                              daemon=True)
+            self._follower.start()
         self.mysql_port: int | None = None
         self.http_port: int | None = None
         self._http: uvicorn.Server | None = None
@@ -171,7 +179,7 @@ class Server:
         in memory instead of the older ones'."""
         while not self._stopping.wait(RESIDENT_CHECK_S):
             resident = self.resident
-            if resident is None:
+            if resident is None or self._stopping.is_set():
                 return
             try:
                 resident.keep(director_files(self.db.meta, self.db.root))
@@ -184,7 +192,10 @@ class Server:
         self._stopping.set()
         resident, self.resident = self.resident, None
         if resident is not None:
-            resident.close()
+            resident.close()  # a check under way finds it closed and keeps nothing
+        follower = self._follower
+        if follower is not None and follower is not threading.current_thread():
+            follower.join(RESIDENT_CHECK_S)  # before the databases it reads are closed
         owned, self._owned = self._owned, []
         for db in owned:
             try:

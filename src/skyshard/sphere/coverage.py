@@ -210,7 +210,8 @@ def _descend(region: Region, order: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _moc(region: Region, order: int) -> tuple[np.ndarray, np.ndarray]:
     """Cells at orders <= ``order`` covering the region, as (ipix, depth) int64 arrays."""
-    if isinstance(region, Circle) and region.radius_deg <= SMALL_CIRCLE_DEG and _core:
+    if (isinstance(region, Circle) and region.radius_deg <= SMALL_CIRCLE_DEG
+            and _core is not None):
         found = _small_circle(region, order)
         if found is not None:
             return found
@@ -249,8 +250,9 @@ def _small_circle(circle: Circle, order: int) -> tuple[np.ndarray, np.ndarray] |
     on the circle grown by twice their cap radius, so every cell holding a point of the
     circle lies wholly inside the grown circle and no rounding at the rim can leave it
     out; then those cells' ancestors at ``order``. None when that would be more than
-    ``_SMALL_CIRCLE_CELLS`` cells (``order`` fine for the radius): the descent, which
-    keeps the inside in coarse cells, does it better."""
+    ``_SMALL_CIRCLE_CELLS`` cells (``order`` fine for the radius: the descent, which
+    keeps the inside in coarse cells, does it better) or when cdshealpix's compiled
+    core does not take these arguments."""
     radius = math.radians(circle.radius_deg)
     depth = min(order + _REFINE_ORDERS, HEALPIX_MAX_ORDER)
     while depth < HEALPIX_MAX_ORDER and _cap_radius_rad(depth) > radius / 4:
@@ -258,10 +260,13 @@ def _small_circle(circle: Circle, order: int) -> tuple[np.ndarray, np.ndarray] |
     grown = min(math.pi, radius + 2 * _cap_radius_rad(depth))
     if (grown / _cap_radius_rad(depth)) ** 2 > _SMALL_CIRCLE_CELLS:
         return None
-    ipix, _, _ = _core.cone_search(np.uint8(depth), np.uint8(0),
-                                   np.float64(math.radians(circle.ra_deg % 360.0)),
-                                   np.float64(math.radians(circle.dec_deg)),
-                                   np.float64(grown), True)
+    try:
+        ipix, _, _ = _core.cone_search(np.uint8(depth), np.uint8(0),
+                                       np.float64(math.radians(circle.ra_deg % 360.0)),
+                                       np.float64(math.radians(circle.dec_deg)),
+                                       np.float64(grown), True)
+    except (TypeError, ValueError, AttributeError):  # another cdshealpix: the descent
+        return None
     cells = np.unique(ipix.astype(np.int64) >> (2 * (depth - order)))
     return cells, np.full(len(cells), order, dtype=np.int64)
 
