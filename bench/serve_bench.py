@@ -469,34 +469,27 @@ class Sampler(threading.Thread):
         self._stop = threading.Event()
         self._lock = threading.Lock()
 
-    def rss(self) -> int:
+    def _over_tree(self, value) -> int:
+        """``value(process)`` summed over the server and its children (0 once gone)."""
         import psutil
 
         total = 0
         try:
             for p in [self.proc, *self.proc.children(recursive=True)]:
                 try:
-                    total += p.memory_info().rss
-                except psutil.NoSuchProcess:
-                    pass
-        except psutil.NoSuchProcess:
-            return 0
-        return total
-
-    def disk_read(self) -> int:
-        """Bytes the server (process + children) has read from the disk, not the cache."""
-        import psutil
-
-        total = 0
-        try:
-            for p in [self.proc, *self.proc.children(recursive=True)]:
-                try:
-                    total += p.io_counters().read_bytes
+                    total += value(p)
                 except (psutil.NoSuchProcess, psutil.AccessDenied, AttributeError):
                     pass
         except psutil.NoSuchProcess:
             return 0
         return total
+
+    def rss(self) -> int:
+        return self._over_tree(lambda p: p.memory_info().rss)
+
+    def disk_read(self) -> int:
+        """Bytes the server (process + children) has read from the disk, not the cache."""
+        return self._over_tree(lambda p: p.io_counters().read_bytes)
 
     def cpu(self) -> float:
         t = self.proc.cpu_times()

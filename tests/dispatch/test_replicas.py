@@ -323,6 +323,17 @@ def test_a_result_lost_with_its_worker_is_not_waited_for(healthy):
     assert time.monotonic() - t0 < 10
 
 
+def append_fifty_objects(root: Path, sky_tables, tmp_path: Path) -> None:
+    """Ingest 50 new objects into ``root``: a new version of Object."""
+    extra = sky_tables["Object"].slice(0, 50)
+    extra = extra.set_column(extra.schema.get_field_index("objectId"), "objectId",
+                             pa.array([10**12 + i for i in range(50)], pa.int64()))
+    more = tmp_path / "more.parquet"
+    pq.write_table(extra, more)
+    skyshard.ingest(root, "Object", [more], append=True,
+                    options=skyshard.IngestOptions(progress=False))
+
+
 def test_a_version_ingested_after_placement_is_placed_by_its_first_query(sky_root, sky_tables,
                                                                         tmp_path):
     """Ingest publishes to the catalog folder; the next query finds files the workers
@@ -333,13 +344,7 @@ def test_a_version_ingested_after_placement_is_placed_by_its_first_query(sky_roo
     with skyshard.open(root, workers=2, placement="replicas", replication=1,
                        replica_dir=tmp_path / "copies") as db:
         before = db.sql(count).column(0)[0].as_py()
-        extra = sky_tables["Object"].slice(0, 50)
-        extra = extra.set_column(extra.schema.get_field_index("objectId"), "objectId",
-                                 pa.array([10**12 + i for i in range(50)], pa.int64()))
-        more = tmp_path / "more.parquet"
-        pq.write_table(extra, more)
-        skyshard.ingest(root, "Object", [more], append=True,
-                        options=skyshard.IngestOptions(progress=False))
+        append_fifty_objects(root, sky_tables, tmp_path)
         assert db.sql(count).column(0)[0].as_py() == before + 50
         placed = Placement.load(root)
         assert placed.generation == model.load(root).generation  # the record follows
@@ -361,13 +366,7 @@ def test_older_versions_leave_the_workers_once_the_catalog_drops_them(sky_root, 
     with skyshard.open(root, workers=2, placement="replicas", replication=1,
                        replica_dir=copies) as db:
         before = db.sql(count).column(0)[0].as_py()
-        extra = sky_tables["Object"].slice(0, 50)
-        extra = extra.set_column(extra.schema.get_field_index("objectId"), "objectId",
-                                 pa.array([10**12 + i for i in range(50)], pa.int64()))
-        more = tmp_path / "more.parquet"
-        pq.write_table(extra, more)
-        skyshard.ingest(root, "Object", [more], append=True,
-                        options=skyshard.IngestOptions(progress=False))
+        append_fifty_objects(root, sky_tables, tmp_path)
         assert db.sql(count).column(0)[0].as_py() == before + 50  # the new version placed
         client = db.executor.client
         catalog_id = Placement.load(root).catalog_id
