@@ -48,12 +48,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from skyshard.machine import cpus
 from skyshard.service.errors import ConfigError
 from skyshard.storage.remote import is_url
 
@@ -78,7 +78,7 @@ class Limits:
     #: the workers' settings apply). The default leaves one CPU to the
     #: interactive lane: scans at the lowest priority still slow a query on the same
     #: CPU's caches and memory bus, and share none of their threads' time with it.
-    scan_threads: int = field(default_factory=lambda: max(1, _cpus() - 1))
+    scan_threads: int = field(default_factory=lambda: max(1, cpus() - 1))
     #: The director tables' files are kept mapped in memory (``storage.resident``), up to
     #: this share of the machine's (or container's) memory; 0 turns it off.
     resident_share: float = 0.25
@@ -177,14 +177,6 @@ class ServiceConfig:
         tap = "; anonymous TAP" if c.anonymous_tap and not c.allow_anonymous else ""
         return (f"users: {users}; {len(c.tokens)} token(s); "
                 f"anonymous {'allowed' if c.allow_anonymous else 'refused'}{tap}")
-
-
-def _cpus() -> int:
-    """The CPUs this process may run on (its affinity: a container's cpuset)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def password_hash(password: str) -> str:

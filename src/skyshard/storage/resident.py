@@ -103,7 +103,7 @@ class ResidentFiles:
                     skipped_bytes += size
                     continue
                 try:
-                    self._maps[path] = _mapped(path)
+                    self._maps[path] = _Mapping(path)
                 except (OSError, ValueError):
                     continue  # unreadable or vanished meanwhile: queries report that, not us
                 used += size
@@ -190,10 +190,6 @@ class _Mapping:
         if self._map is not None:
             self._map.close()
             self._map = None
-
-
-def _mapped(path: str) -> _Mapping:
-    return _Mapping(path)
 
 
 def _libc() -> ctypes.CDLL | None:

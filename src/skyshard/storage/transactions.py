@@ -65,6 +65,7 @@ import pyarrow as pa
 from skyshard.catalog import model
 from skyshard.catalog.model import CatalogMeta, TableInfo, TableKind
 from skyshard.errors import IngestError, SkyshardError
+from skyshard.machine import cpus
 from skyshard.storage import contributions, crashpoints, incremental, layout, versions
 from skyshard.storage.contributions import Contribution, TableSpec
 from skyshard.storage.locks import Busy, FileLock, clear_stale, is_locked, table_locks
@@ -555,8 +556,7 @@ class _InOrder:
 
 
 def _default_parallel() -> int:
-    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                      else (os.cpu_count() or 1)))
+    return max(1, min(4, cpus()))
 
 
 def _index_file(root: Path, spec: TableSpec) -> Path | None:
