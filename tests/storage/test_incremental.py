@@ -195,6 +195,29 @@ def test_untouched_partitions_are_linked_not_rewritten(tmp_path, sky_tables):
     assert len(shared) < len(new_files)
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_dense_and_sparse_retiling_agree(seed, monkeypatch):
+    """retile's dense path (histograms up to retiling.DENSE_ORDER) gives the partitions of
+    its sparse path, with kept partitions blocking their ancestors."""
+    rng = np.random.default_rng(seed)
+    order = int(rng.integers(2, 6))
+    kept = sorted({Partition(int(k), int(rng.integers(0, 12 * 4 ** int(k))))
+                   for k in rng.integers(0, order + 1, size=int(rng.integers(0, 4)))},
+                  key=lambda p: p.range29[0])
+    kept = [p for i, p in enumerate(kept)  # disjoint, as a tiling's partitions are
+            if all(not (q.range29[0] <= p.range29[0] < q.range29[1]) for q in kept[:i])]
+    cells = np.unique(rng.integers(0, 12 * 4 ** order, size=int(rng.integers(1, 400))))
+    shift = partitioning.histogram_order_shift(order)
+    inside = partitioning.locate(cells << shift, partitioning.starts29(kept),
+                                 partitioning.ends29(kept)) >= 0
+    cells = cells[~inside]
+    counts = rng.integers(1, 60, size=len(cells))
+    dense = retiling.retile(kept, cells, counts, order, 100)
+    monkeypatch.setattr(retiling, "DENSE_ORDER", -1)
+    assert retiling.retile(kept, cells, counts, order, 100) == dense
+    assert sum(p.rows for p in dense) == counts.sum()
+
+
 def test_free_sky_and_split_plan():
     """retiling.plan on its own: a partition that overflows splits, rows in empty sky
     get a new partition, an untouched partition keeps its name."""

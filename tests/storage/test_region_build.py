@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import skyshard
-from skyshard.storage import contributions, incremental, layout, transactions
+from skyshard.storage import contributions, incremental, layout, retiling, transactions
 
 #: A region's share of the memory limit small enough that the small sky's Object table
 #: (about 100 bytes a row) is cut into several regions: 1 GB / CPUs * 1e-5 = a few
@@ -151,10 +151,10 @@ def test_spool_grouped_by_region_and_keys_in_input_order(tmp_path, object_file, 
 
 
 def test_sparse_histogram_sum_gives_the_dense_one(tmp_path, object_file):
-    """Histograms above order 10 are summed sparsely; the small sky's order-7 one is
-    summed densely. Forcing the sparse sum must give the same tiling."""
+    """Histograms above order 10 are summed and retiled sparsely; the small sky's
+    order-7 one densely. Forcing the sparse path must give the same tiling."""
     dense = _build(tmp_path / "dense", [object_file])
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(incremental, "DENSE_HISTOGRAM_ORDER", -1)
+        mp.setattr(retiling, "DENSE_ORDER", -1)
         sparse = _build(tmp_path / "sparse", [object_file])
     assert sparse.partitions == dense.partitions

@@ -183,20 +183,6 @@ def _director(ctx: BuildContext, old: TableInfo | None) -> dict[str, TableInfo]:
             raise InternalError(f"{name}: partition {want} received {got.rows} rows")
     crashpoints.reached("build-data")
 
-    files = list(cut.files)
-    for p in plan.untouched:
-        files.append(_link(old_dataset, dataset, p))  # type: ignore[arg-type]
-    for i in sorted(margins.wanted_partitions() - set(written)):
-        margins.feed(pq.read_table(dataset / partition_rel(tiling[i])))
-    margin_dir = out / layout.margin_name(name, spec.margin_arcsec)
-    margin_files = margins.write(margin_dir / layout.DATASET)
-    if old and old.margin_path:
-        old_margin = ctx.abs(old.margin_path) / layout.DATASET
-        rebuilt = {(tiling[i].order, tiling[i].pixel) for i in owners}
-        for p in old.margin_partitions:
-            if (p.order, p.pixel) in position and (p.order, p.pixel) not in rebuilt:
-                margin_files.append(_link(old_margin, margin_dir / layout.DATASET, p))
-
     index_dir = out / layout.index_name(name, key)
     index_sources = [read_parquet(cut.index_spools)] if cut.index_spools else []
     if old_index is not None:
@@ -204,8 +190,25 @@ def _director(ctx: BuildContext, old: TableInfo | None) -> dict[str, TableInfo]:
         index_sources.insert(0, f"""(SELECT i.* FROM read_parquet({sql_string(old_index)}) i
                                      ANTI JOIN (VALUES {gone}) r(o, p)
                                      ON i.Norder = r.o AND i.Npix = r.p)""")
-    write_index(ctx.work, index_dir, name, key, index_sources, allow_duplicates=True,
-                memory_limit=ctx.memory_limit)
+    # The index (a DuckDB sort) is built while the margins are (Arrow): both release
+    # the GIL, and neither needs the other.
+    with ThreadPoolExecutor(1, thread_name_prefix="skyshard-index") as pool:
+        index_built = pool.submit(write_index, ctx.work, index_dir, name, key, index_sources,
+                                  allow_duplicates=True, memory_limit=ctx.memory_limit)
+        files = list(cut.files)
+        for p in plan.untouched:
+            files.append(_link(old_dataset, dataset, p))  # type: ignore[arg-type]
+        for i in sorted(margins.wanted_partitions() - set(written)):
+            margins.feed(pq.read_table(dataset / partition_rel(tiling[i])))
+        margin_dir = out / layout.margin_name(name, spec.margin_arcsec)
+        margin_files = margins.write(margin_dir / layout.DATASET)
+        if old and old.margin_path:
+            old_margin = ctx.abs(old.margin_path) / layout.DATASET
+            rebuilt = {(tiling[i].order, tiling[i].pixel) for i in owners}
+            for p in old.margin_partitions:
+                if (p.order, p.pixel) in position and (p.order, p.pixel) not in rebuilt:
+                    margin_files.append(_link(old_margin, margin_dir / layout.DATASET, p))
+        index_built.result()
     if not spec.allow_duplicate_keys and _repeats(index_dir / INDEX_FILE, key):
         # Checked on the sorted index, the one pass over every key the build makes
         # anyway; the contributions are searched only to name the rows.
@@ -240,14 +243,9 @@ def _director(ctx: BuildContext, old: TableInfo | None) -> dict[str, TableInfo]:
     return tables
 
 
-#: Up to this HEALPix order the histogram is summed in a dense array (order 10: 12.6 M
-#: cells, 100 MB), much faster than merging the contributions' sparse histograms.
-DENSE_HISTOGRAM_ORDER = 10
-
-
 def _histogram(ctx: BuildContext) -> tuple[np.ndarray, np.ndarray]:
     """The new rows' sparse histogram, summed over contributions."""
-    if ctx.spec.histogram_order <= DENSE_HISTOGRAM_ORDER:
+    if ctx.spec.histogram_order <= retiling.DENSE_ORDER:
         dense = np.zeros(12 * 4 ** ctx.spec.histogram_order, dtype=np.int64)
         for _, d in ctx.contributions:
             c, n = load_cells(d)

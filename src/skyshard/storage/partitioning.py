@@ -26,8 +26,17 @@ def histogram_order_shift(order: int) -> int:
     return 2 * (HEALPIX_ORDER - order)
 
 
-def align(counts: np.ndarray, max_rows: int) -> list[Partition]:
-    """Partitions from a histogram of row counts at order ``log4(len(counts)/12)``."""
+def align(counts: np.ndarray, max_rows: int,
+          blocked: dict[int, np.ndarray] | None = None) -> list[Partition]:
+    """Partitions from a histogram of row counts at order ``log4(len(counts)/12)``.
+
+    ``blocked``: pixels (sorted, per order) that may not become partitions, because
+    they contain a partition kept from before; their rows go to finer pixels.
+
+    >>> counts = np.zeros(12 * 4**2, dtype=np.int64); counts[0:16] = 10
+    >>> [(p.order, p.pixel) for p in align(counts, 200, blocked={0: np.array([0])})]
+    [(1, 0), (1, 1), (1, 2), (1, 3)]
+    """
     max_order = int(round(math.log(len(counts) / 12, 4)))
     levels = [np.asarray(counts, dtype=np.int64)]
     for _ in range(max_order):
@@ -39,6 +48,8 @@ def align(counts: np.ndarray, max_rows: int) -> list[Partition]:
     for order in range(max_order + 1):
         rows = levels[order][active]
         final = (rows <= max_rows) | (order == max_order)
+        if blocked and order in blocked and order < max_order:
+            final &= ~np.isin(active, blocked[order])
         result.extend(
             Partition(order, int(p), int(n)) for p, n in zip(active[final], rows[final])
         )
