@@ -354,11 +354,15 @@ def _check_keys(dest: Path, display: str, spec: TableSpec, index_file: Path | No
     """Director keys unique within the file and not already in the published table."""
     key = spec.key
     keys = keys_file(dest)
+    unique = _integers_unique(keys, key)
+    if unique and index_file is None:
+        return
     rows = f"read_parquet({sql_string(keys)}, file_row_number = true)"
     with private_duckdb(dest, memory_limit) as con:
-        unique = con.execute(
-            f"""SELECT count(*) = count(DISTINCT "{key}")
-                FROM read_parquet({sql_string(keys)})""").fetchone()[0]
+        if unique is None:
+            unique = con.execute(
+                f"""SELECT count(*) = count(DISTINCT "{key}")
+                    FROM read_parquet({sql_string(keys)})""").fetchone()[0]
         dups = [] if unique else con.execute(
             f"""SELECT "{key}", count(*), list(file_row_number + 1 ORDER BY file_row_number)[1:3]
                 FROM {rows} GROUP BY 1 HAVING count(*) > 1
@@ -382,6 +386,30 @@ def _check_keys(dest: Path, display: str, spec: TableSpec, index_file: Path | No
             f"{display}, column {key!r}: duplicate director keys already in table "
             f"{spec.name}: {listed} (pass allow_duplicate_keys / --allow-duplicate-keys to "
             "accept them)")
+
+
+#: Integer keys of a contribution up to this many are checked for repeats in memory (a
+#: sort: 8 bytes a key, twice as fast as DuckDB's count DISTINCT); more go to DuckDB.
+IN_MEMORY_KEYS = 16_000_000
+
+
+def _integers_unique(keys: Path, key: str) -> bool | None:
+    """Whether the integer keys in the Parquet file ``keys`` are all distinct; None when
+    they are not integers, hold NULLs or are too many to sort in memory.
+
+    >>> import tempfile; f = Path(tempfile.mkdtemp()) / "k.parquet"
+    >>> pq.write_table(pa.table({"id": [3, 1, 3]}), f); _integers_unique(f, "id")
+    False
+    """
+    meta = pq.read_metadata(keys)
+    field = meta.schema.to_arrow_schema().field(key)
+    if not pa.types.is_integer(field.type) or meta.num_rows > IN_MEMORY_KEYS:
+        return None
+    col = pq.read_table(keys, columns=[key]).column(0)
+    if col.null_count:
+        return None
+    k = np.sort(col.to_numpy())
+    return not bool(np.any(k[1:] == k[:-1]))
 
 
 def duplicates_across(contributions: list[tuple[Contribution, Path]], key: str,

@@ -150,7 +150,6 @@ def _director(ctx: BuildContext, old: TableInfo | None) -> dict[str, TableInfo]:
     old_index = ctx.abs(old.index_path) if old and old.index_path else None
 
     order = spec.histogram_order
-    cells, counts = _histogram(ctx)
     old_parts = list(old.partitions) if old else []
     old_dataset = ctx.abs(old.path) / layout.DATASET if old else None
 
@@ -159,7 +158,12 @@ def _director(ctx: BuildContext, old: TableInfo | None) -> dict[str, TableInfo]:
         h = pq.read_table(old_dataset / partition_rel(p), columns=[layout.HEALPIX_COLUMN])
         return retiling.sparse_histogram(h.column(0).to_numpy(), order)
 
-    plan = retiling.plan(old_parts, cells, counts, order, spec.max_rows_per_partition, old_cells)
+    if not old_parts and order <= retiling.DENSE_ORDER:
+        plan = retiling.fresh(_dense_histogram(ctx), spec.max_rows_per_partition)
+    else:
+        cells, counts = _histogram(ctx)
+        plan = retiling.plan(old_parts, cells, counts, order, spec.max_rows_per_partition,
+                             old_cells)
     tiling = plan.tiling
     position = {(p.order, p.pixel): i for i, p in enumerate(tiling)}
     written = [position[(p.order, p.pixel)] for p in plan.written]
@@ -246,10 +250,7 @@ def _director(ctx: BuildContext, old: TableInfo | None) -> dict[str, TableInfo]:
 def _histogram(ctx: BuildContext) -> tuple[np.ndarray, np.ndarray]:
     """The new rows' sparse histogram, summed over contributions."""
     if ctx.spec.histogram_order <= retiling.DENSE_ORDER:
-        dense = np.zeros(12 * 4 ** ctx.spec.histogram_order, dtype=np.int64)
-        for _, d in ctx.contributions:
-            c, n = load_cells(d)
-            dense[c] += n  # a contribution's cells are unique
+        dense = _dense_histogram(ctx)
         cells = np.flatnonzero(dense)
         return cells.astype(np.int64), dense[cells]
     cells: list[np.ndarray] = []
@@ -263,6 +264,16 @@ def _histogram(ctx: BuildContext) -> tuple[np.ndarray, np.ndarray]:
     if not cells:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     return sum_cells(cells, counts)
+
+
+def _dense_histogram(ctx: BuildContext) -> np.ndarray:
+    """The new rows' row counts per cell at the histogram order (up to
+    ``retiling.DENSE_ORDER``), summed over contributions."""
+    dense = np.zeros(12 * 4 ** ctx.spec.histogram_order, dtype=np.int64)
+    for _, d in ctx.contributions:
+        c, n = load_cells(d)
+        dense[c] += n  # a contribution's cells are unique
+    return dense
 
 
 def _repeats(index_file: Path, key: str) -> bool:

@@ -157,6 +157,13 @@ def plan(old: Sequence[Partition], new_cells: np.ndarray, new_counts: np.ndarray
     return Plan(tiling=tiling, rewritten=rewritten, written=written, split=split)
 
 
+def fresh(counts: np.ndarray, max_rows: int) -> Plan:
+    """The plan of a new table: the HATS tiling of a dense histogram of its rows
+    (``partitioning.align``), every partition written."""
+    tiling = partitioning.align(counts, max_rows)
+    return Plan(tiling=tiling, rewritten=[], written=list(tiling), split=[])
+
+
 def _increasing(a: np.ndarray) -> bool:
     """Whether ``a`` is strictly increasing (sorted, no repeats)."""
     return bool(np.all(a[1:] > a[:-1]))

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from skyshard.catalog.model import Partition
 from skyshard.errors import IngestError
-from skyshard.storage import hats_files, layout, partitioning
+from skyshard.storage import hats_files, layout, partitioning, writeback
 
 ORPHANS = "orphans.parquet"
 
@@ -129,6 +129,7 @@ class PartitionWriter:
             self._writer.close()
             p = self.partitions[self._current]
             rel = partition_rel(p)
+            writeback.start(self.dataset / rel)
             self.files.append(WrittenFile(p, rel, pq.read_metadata(self.dataset / rel)))
         self._writer = None
         self._current = None
@@ -249,6 +250,7 @@ class MarginCollector:
             pq.write_table(t.cast(self.schema), path, row_group_size=hats_files.ROW_GROUP_ROWS,
                            sorting_columns=[pq.SortingColumn(0)],
                            **hats_files.write_options(self.schema))
+            writeback.start(path)
             return WrittenFile(Partition(p.order, p.pixel, t.num_rows), rel, pq.read_metadata(path))
 
         # Arrow reads, sorts and writes without the GIL: owners in parallel.
@@ -306,6 +308,7 @@ def write_index(work: Path, target: Path, table: str, key: str, sources: Sequenc
             f"""COPY (SELECT * FROM ({union}) ORDER BY "{key}")
                 TO {sql_string(data / 'part.0.parquet')}
                 (FORMAT parquet, COMPRESSION snappy, ROW_GROUP_SIZE 65536)""")
+    writeback.start(data / "part.0.parquet")
     props = {"obs_collection": target.name, "dataproduct_type": "index", "hats_nrows": None,
              "hats_primary_table_url": table, "hats_index_column": key,
              "hats_index_extra_column": layout.HEALPIX_COLUMN, **hats_files.provenance()}
