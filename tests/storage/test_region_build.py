@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import skyshard
+from skyshard.errors import InputError
 from skyshard.storage import contributions, incremental, layout, retiling, transactions
 
 #: A region's share of the memory limit small enough that the small sky's Object table
@@ -24,9 +25,9 @@ from skyshard.storage import contributions, incremental, layout, retiling, trans
 TIGHT = 1e-5
 
 
-def _opts() -> skyshard.IngestOptions:
+def _opts(**more) -> skyshard.IngestOptions:
     return skyshard.IngestOptions(max_rows_per_partition=400, max_order=7, progress=False,
-                                  gc_grace_s=0)
+                                  gc_grace_s=0, **more)
 
 
 @pytest.fixture(scope="module")
@@ -127,26 +128,34 @@ def test_duplicate_key_across_increments_in_regions(tmp_path, object_file, sky_t
     assert skyshard.open(tmp_path / "c").tables["Object"].rows == sky_tables["Object"].num_rows
 
 
-def test_spool_grouped_by_region_and_keys_in_input_order(tmp_path, object_file, sky_tables):
+def test_spool_sorted_by_batch_and_keys_in_input_order(tmp_path, object_file, sky_tables):
+    """A director's spool is an Arrow IPC file whose batches are each sorted by
+    ``_healpix_29``, holding every row once; its keys file keeps the input order; a
+    range read returns exactly the rows in the range."""
     root = tmp_path / "c"
     tid = transactions.begin(root, "Object", ra="ra", dec="decl", key="objectId",
-                                      options=_opts()).id
+                             options=_opts(batch_rows=1000)).id
     transactions.add(root, tid, [object_file], show_progress=False)
     (folder,) = [d for d in (root / ".transactions" / tid).iterdir() if d.name.startswith("c")]
-    spool = pq.ParquetFile(folder / contributions.SPOOL)
-    assert spool.metadata.num_rows == sky_tables["Object"].num_rows
-    assert spool.metadata.row_group(0).num_rows <= contributions.SPOOL_ROW_GROUP
-    stats = [spool.metadata.row_group(i).column(0).statistics
-             for i in range(spool.metadata.num_row_groups)]
-    assert all(s is not None and s.has_min_max for s in stats)
-    # regions ascend within a batch: row groups cover narrow, increasing ranges
-    shift = 2 * (layout.HEALPIX_ORDER - contributions.SPOOL_REGION_ORDER)
-    h = spool.read(columns=[layout.HEALPIX_COLUMN]).column(0).to_numpy()
-    assert np.all(np.diff(h >> shift) >= 0)
+    spool = contributions.spool_file(folder)
+    assert spool.name == contributions.DIRECTOR_SPOOL
+    batches = list(contributions.read_spool(spool))
+    assert len(batches) > 1
+    for b in batches:
+        h = b.column(0).to_numpy()
+        assert np.all(h[1:] >= h[:-1])
+    rows = pa.Table.from_batches(batches)
+    assert rows.num_rows == sky_tables["Object"].num_rows
+    assert sorted(rows.column("objectId").to_numpy()) == \
+        sorted(sky_tables["Object"].column("objectId").to_numpy())
+    h = rows.column(0).to_numpy()
+    lo, hi = np.quantile(h, [0.3, 0.6]).astype(np.int64)
+    part = pa.Table.from_batches(list(contributions.read_spool(spool, (int(lo), int(hi)))))
+    assert part.num_rows == int(((h >= lo) & (h < hi)).sum())
+    assert sorted(part.column("objectId").to_numpy()) == \
+        sorted(rows.column("objectId").to_numpy()[(h >= lo) & (h < hi)])
     keys = pq.read_table(folder / contributions.KEYS)
     assert keys.column("objectId").equals(sky_tables["Object"].column("objectId"))
-    spooled = spool.read(columns=["objectId"]).column(0).to_numpy()
-    assert sorted(spooled) == sorted(sky_tables["Object"].column("objectId").to_numpy())
     transactions.abort(root, tid)
 
 
@@ -158,3 +167,28 @@ def test_sparse_histogram_sum_gives_the_dense_one(tmp_path, object_file):
         mp.setattr(retiling, "DENSE_ORDER", -1)
         sparse = _build(tmp_path / "sparse", [object_file])
     assert sparse.partitions == dense.partitions
+
+
+def test_conform_director_spool_keeps_sorted_batches(tmp_path, object_file, sky_tables):
+    """A director's spool recast to the table's schema (another contribution fixed it
+    first) keeps its rows and its batches sorted; a value that does not fit names the
+    file and column."""
+    root = tmp_path / "c"
+    tid = transactions.begin(root, "Object", ra="ra", dec="decl", key="objectId",
+                             options=_opts(batch_rows=1000)).id
+    transactions.add(root, tid, [object_file], show_progress=False)
+    (folder,) = [d for d in (root / ".transactions" / tid).iterdir() if d.name.startswith("c")]
+    have = contributions.spool_schema(folder)
+    wider = pa.schema([pa.field(f.name, pa.float64()) if f.name == "ra" else f
+                       for f in list(have)[1:]])
+    contributions.conform_spool(folder, wider, "Object.parquet")
+    assert contributions.spool_schema(folder).field("ra").type == pa.float64()
+    batches = list(contributions.read_spool(contributions.spool_file(folder)))
+    assert sum(b.num_rows for b in batches) == sky_tables["Object"].num_rows
+    assert all(np.all(np.diff(b.column(0).to_numpy()) >= 0) for b in batches)
+    narrow = pa.schema([pa.field(f.name, pa.int8()) if f.name == "objectId" else f
+                        for f in wider])
+    with pytest.raises(InputError, match="Object.parquet, column 'objectId'"):
+        contributions.conform_spool(folder, narrow, "Object.parquet")
+    assert sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp")) == []
+    transactions.abort(root, tid)

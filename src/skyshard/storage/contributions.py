@@ -4,13 +4,14 @@ A contribution comes from a local path, a URL (``http``, ``https``, ``file``) or
 uploaded over HTTP, in any format ``readers`` knows. It is read once, checked, and
 written to its own directory in the transaction::
 
-    c000003/rows.parquet   the rows, cast to the table's schema; for a partitioned
-                           table ``_healpix_29`` first (computed from the position for a
-                           director, NULL for a child until commit). A child's rows are
-                           in input order; a director's are grouped by sky region
-                           within each batch, in small row groups with ``_healpix_29``
-                           statistics, so that the commit reads one region of the sky
-                           at a time without reading every row (``SPOOL_ROW_GROUP``)
+    c000003/rows.parquet   a child's or a replicated table's rows, cast to the table's
+                           schema, in input order; a child's with ``_healpix_29`` first,
+                           NULL until commit
+    c000003/rows.arrow     a director's rows, cast likewise, ``_healpix_29`` first
+                           (computed from the position): an Arrow IPC file of record
+                           batches each sorted by ``_healpix_29``, so that the commit
+                           maps it and takes one region of the sky at a time from each
+                           batch, by binary search, without decoding anything
     c000003/keys.parquet   a director's keys in input order: the key checks name input
                            rows by their position in this file
     c000003/cells.npz      a director's row counts per HEALPix cell (sparse histogram)
@@ -44,15 +45,9 @@ from skyshard.storage.duck import private_duckdb, read_parquet, sql_list, sql_st
 from skyshard.storage.progress import Progress
 
 SPOOL = "rows.parquet"
+DIRECTOR_SPOOL = "rows.arrow"
 KEYS = "keys.parquet"
 CELLS = "cells.npz"
-#: Rows per row group of a director's spool: with batches of 262,144 rows, a row group
-#: spans about 1/32 of the sky a batch covers, so reading one region of the sky reads
-#: little more than its own rows.
-SPOOL_ROW_GROUP = 8192
-#: HEALPix order of the sky regions a director's spooled batch is grouped by (3,072
-#: regions: region numbers fit 16 bits, which numpy sorts by radix).
-SPOOL_REGION_ORDER = 4
 #: URL schemes a contribution may be fetched from.
 URL_SCHEMES = ("http", "https", "file")
 
@@ -164,7 +159,7 @@ def spool(dest: Path, path: Path, display: str, fmt_name: str, spec: TableSpec,
     hist_cells: list[np.ndarray] = []
     hist_counts: list[np.ndarray] = []
     rows = 0
-    writer: pq.ParquetWriter | None = None
+    writer: pq.ParquetWriter | pa.ipc.RecordBatchFileWriter | None = None
     key_writer: pq.ParquetWriter | None = None
     data_schema = schema
     size = path.stat().st_size
@@ -179,23 +174,25 @@ def spool(dest: Path, path: Path, display: str, fmt_name: str, spec: TableSpec,
             director = spec.kind is TableKind.DIRECTOR
             if director:
                 h = _director_healpix(batch, spec, display, rows)
-                cells, n = np.unique(h >> shift, return_counts=True)
-                hist_cells.append(cells)
-                hist_counts.append(n)
-                if sum(len(c) for c in hist_cells) > HISTOGRAM_REDUCE:
-                    hist_cells, hist_counts = map(list, zip(sum_cells(hist_cells, hist_counts)))
                 keys = batch.select([spec.key])
                 if key_writer is None:
                     key_writer = _scratch_writer(dest / KEYS, keys.schema)
                 key_writer.write_batch(keys)
-                batch = by_region(with_healpix(batch, h), h)
+                batch, h = by_healpix(with_healpix(batch, h), h)
+                cells, n = _runs(h >> shift)
+                hist_cells.append(cells)
+                hist_counts.append(n)
+                if sum(len(c) for c in hist_cells) > HISTOGRAM_REDUCE:
+                    hist_cells, hist_counts = map(list, zip(sum_cells(hist_cells, hist_counts)))
+                if writer is None:
+                    writer = pa.ipc.new_file(dest / DIRECTOR_SPOOL, batch.schema)
             elif spec.kind is TableKind.CHILD:
                 _require(batch, [spec.director_key] + ([spec.ra, spec.dec] if spec.ra else []),
                          display)
                 batch = with_healpix(batch, None)
             if writer is None:
-                writer = _scratch_writer(dest / SPOOL, batch.schema, regions=director)
-            writer.write_batch(batch, row_group_size=SPOOL_ROW_GROUP if director else None)
+                writer = _scratch_writer(dest / SPOOL, batch.schema)
+            writer.write_batch(batch)
             rows += batch.num_rows
             progress.update(batch.num_rows, nbytes=0)
     finally:
@@ -216,28 +213,35 @@ def spool(dest: Path, path: Path, display: str, fmt_name: str, spec: TableSpec,
 HISTOGRAM_REDUCE = 4_000_000  # histogram entries kept before summing them (bounds memory)
 
 
-def _scratch_writer(path: Path, schema: pa.Schema, *, regions: bool = False
-                    ) -> pq.ParquetWriter:
+def _scratch_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
     """A writer of scratch Parquet read once by the commit: no compression, no
-    dictionaries (fastest both ways); statistics only on ``_healpix_29`` of a spool
-    grouped by region, which the commit's range reads skip row groups by."""
-    stats: bool | list[str] = [layout.HEALPIX_COLUMN] if regions else False
+    dictionaries, no statistics (fastest both ways)."""
     return pq.ParquetWriter(path, schema, compression="none", use_dictionary=False,
-                            write_statistics=stats)
+                            write_statistics=False)
 
 
-def by_region(batch: pa.RecordBatch, h: np.ndarray) -> pa.RecordBatch:
-    """``batch`` reordered by sky region (``_healpix_29`` at ``SPOOL_REGION_ORDER``),
-    input order kept within a region; ``h`` is its ``_healpix_29``.
+def by_healpix(batch: pa.RecordBatch, h: np.ndarray) -> tuple[pa.RecordBatch, np.ndarray]:
+    """``batch`` and its ``_healpix_29`` values ``h``, sorted by ``_healpix_29`` (input
+    order kept among equal values).
 
-    >>> b = pa.record_batch({"_healpix_29": [5 << 52, 1 << 52, 5 << 52 | 1], "x": [0, 1, 2]})
-    >>> by_region(b, b.column(0).to_numpy()).column("x").to_pylist()
+    >>> b = pa.record_batch({"_healpix_29": [5, 1, 5], "x": [0, 1, 2]})
+    >>> by_healpix(b, b.column(0).to_numpy())[0].column("x").to_pylist()
     [1, 0, 2]
     """
-    shift = 2 * (layout.HEALPIX_ORDER - SPOOL_REGION_ORDER)
-    region = (h >> shift).astype(np.uint16)
-    order = np.argsort(region, kind="stable")  # a radix sort on 16 bits
-    return batch.take(pa.array(order))
+    order = np.argsort(h, kind="stable")
+    return batch.take(pa.array(order)), h[order]
+
+
+def _runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct values of sorted ``values`` and how often each occurs.
+
+    >>> _runs(np.array([2, 2, 5]))
+    (array([2, 5]), array([2, 1]))
+    """
+    if not len(values):
+        return values, np.zeros(0, np.int64)
+    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+    return values[starts], np.diff(np.r_[starts, len(values)])
 
 
 def sum_cells(cells: list[np.ndarray], counts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -498,7 +502,7 @@ def keys_file(dest: Path) -> Path:
     """The file holding a director contribution's keys in input order (its spool, for
     a contribution spooled before keys had a file of their own)."""
     keys = dest / KEYS
-    return keys if keys.exists() else dest / SPOOL
+    return keys if keys.exists() else spool_file(dest)
 
 
 def load_cells(dest: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -506,30 +510,65 @@ def load_cells(dest: Path) -> tuple[np.ndarray, np.ndarray]:
         return f["cells"], f["counts"]
 
 
+def spool_file(dest: Path) -> Path:
+    """A contribution's spooled rows: a director's Arrow IPC file, else Parquet."""
+    arrow = dest / DIRECTOR_SPOOL
+    return arrow if arrow.exists() else dest / SPOOL
+
+
 def spool_schema(dest: Path) -> pa.Schema:
-    return pq.read_schema(dest / SPOOL)
+    path = spool_file(dest)
+    if path.name == DIRECTOR_SPOOL:
+        with pa.memory_map(str(path)) as source:
+            return pa.ipc.open_file(source).schema
+    return pq.read_schema(path)
+
+
+def read_spool(path: Path, between: tuple[int, int] | None = None,
+               columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+    """The record batches of a director's spool (mapped, not copied), each sorted by
+    ``_healpix_29``; only the rows whose ``_healpix_29`` is in the half-open range
+    ``between`` if given; only ``columns`` if given."""
+    with pa.memory_map(str(path)) as source:
+        reader = pa.ipc.open_file(source)
+        for i in range(reader.num_record_batches):
+            batch = reader.get_batch(i)
+            if between is not None:
+                h = batch.column(0).to_numpy()
+                lo, hi = np.searchsorted(h, between)
+                batch = batch.slice(lo, hi - lo)
+            if columns is not None:
+                batch = batch.select(columns)
+            if batch.num_rows:
+                yield batch
 
 
 def conform_spool(dest: Path, schema: pa.Schema, display: str) -> None:
     """Rewrite a spool whose schema was inferred differently from the table's (another
     contribution fixed it first), casting column by column; errors name the column.
-    Row groups (and a director spool's ``_healpix_29`` statistics) are kept."""
-    src = dest / SPOOL
-    pf = pq.ParquetFile(src)
-    hidden = pf.schema_arrow.names[:1] == [layout.HEALPIX_COLUMN]
-    target = (pa.schema([pf.schema_arrow.field(0), *schema]) if hidden else schema)
-    if pf.schema_arrow != target:
-        regions = hidden and pf.metadata.num_row_groups > 0 and \
-            pf.metadata.row_group(0).column(0).is_stats_set
-        tmp = dest / (SPOOL + ".tmp")
-        with _scratch_writer(tmp, target, regions=regions) as w:
-            for i in range(pf.metadata.num_row_groups):
-                group = pf.read_row_group(i)
-                body = group.drop_columns([layout.HEALPIX_COLUMN]) if hidden else group
-                body = _conform_table(body, schema, display)
-                if hidden:
-                    body = pa.Table.from_arrays([group.column(0), *body.columns], schema=target)
-                w.write_table(body, row_group_size=max(1, group.num_rows))
+    Batches (a director's sorted by ``_healpix_29``) are kept."""
+    src = spool_file(dest)
+    have = spool_schema(dest)
+    hidden = have.names[:1] == [layout.HEALPIX_COLUMN]
+    target = (pa.schema([have.field(0), *schema]) if hidden else schema)
+    if have != target:
+        director = src.name == DIRECTOR_SPOOL
+        batches = (read_spool(src) if director
+                   else pq.ParquetFile(src).iter_batches(batch_size=1 << 16))
+        tmp = src.with_name(src.name + ".tmp")
+        writer = pa.ipc.new_file(tmp, target) if director else _scratch_writer(tmp, target)
+        try:
+            with writer:
+                for group in batches:
+                    body = group.drop_columns([layout.HEALPIX_COLUMN]) if hidden else group
+                    body = _conform(body, schema, display)
+                    if hidden:
+                        body = pa.RecordBatch.from_arrays([group.column(0), *body.columns],
+                                                          schema=target)
+                    writer.write_batch(body)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         os.replace(tmp, src)
     keys = dest / KEYS
     if keys.exists():

@@ -8,9 +8,10 @@ Director (``_director``)::
     plan     retiling.plan: old partitions + the new rows' histogram -> kept partitions,
              partitions that gain rows (rewritten), partitions past max_rows (split, to
              order+1 recursively), new partitions in free sky
-    data     DuckDB sorts the new rows with the old rows of rewritten partitions, one
-             region of the sky at a time (regions in parallel, each sorted in memory);
-             the stream is cut into the new files; untouched partitions are hard-linked
+    data     the new rows are merged with the old rows of rewritten partitions, one
+             region of the sky at a time (regions in parallel, each sorted in memory:
+             spooled batches and partition files are sorted already); the stream is
+             cut into the new files; untouched partitions are hard-linked
     margins  rebuilt for every written partition and its neighbours, from the stream and
              the untouched neighbours' files; other margin files are hard-linked
     index    old (key, partition) pairs minus those of rewritten partitions, plus the
@@ -28,7 +29,6 @@ Replicated (``_replicated``): the old rows and the new ones, in one new file.
 
 from __future__ import annotations
 
-import os
 import shutil
 import threading
 from collections.abc import Iterator
@@ -43,14 +43,17 @@ import pyarrow.parquet as pq
 
 from skyshard.catalog.model import CatalogMeta, Partition, TableInfo, TableKind
 from skyshard.errors import IngestError, InternalError
+from skyshard.machine import cpus
 from skyshard.storage import crashpoints, hats_files, layout, partitioning, retiling
 from skyshard.storage.contributions import (
+    DIRECTOR_SPOOL,
     HISTOGRAM_REDUCE,
-    SPOOL,
     Contribution,
     TableSpec,
     duplicates_across,
     load_cells,
+    read_spool,
+    spool_file,
     sum_cells,
 )
 from skyshard.storage.duck import private_duckdb, read_parquet, sql_string
@@ -90,7 +93,7 @@ class BuildContext:
 
     @property
     def spools(self) -> list[Path]:
-        return [d / SPOOL for _, d in self.contributions]
+        return [spool_file(d) for _, d in self.contributions]
 
     @property
     def new_rows(self) -> int:
@@ -266,6 +269,18 @@ def _histogram(ctx: BuildContext) -> tuple[np.ndarray, np.ndarray]:
     return sum_cells(cells, counts)
 
 
+def _spooled_keys(ctx: BuildContext, key: str) -> Path:
+    """A Parquet file of the director spools' ``key`` and ``_healpix_29`` columns."""
+    path = ctx.work / "spooled-keys.parquet"
+    columns = [key, layout.HEALPIX_COLUMN]
+    with pq.ParquetWriter(path, pa.schema([ctx.schema.field(key),
+                                           pa.field(layout.HEALPIX_COLUMN, pa.int64())])) as w:
+        for spool in ctx.spools:
+            for batch in read_spool(spool, columns=columns):
+                w.write_batch(batch)
+    return path
+
+
 def _dense_histogram(ctx: BuildContext) -> np.ndarray:
     """The new rows' row counts per cell at the histogram order (up to
     ``retiling.DENSE_ORDER``), summed over contributions."""
@@ -312,12 +327,12 @@ def _rehome_children(ctx: BuildContext, child: TableInfo, director: TableInfo,
     recut = [p for k, p in old_parts.items() if k in split]
     old_top = ctx.abs(child.path).parent
     orphans = old_top / ORPHANS
-    new_keys = (f"""(SELECT "{dkey}" AS k, min({layout.HEALPIX_COLUMN}) AS h
-                     FROM {read_parquet(ctx.spools)} GROUP BY 1)""")
-    adopt = ""
+    adopt = new_keys = ""
     targets: list[int] = []
     tiling = plan.tiling
     if child.orphan_rows and orphans.exists():
+        new_keys = (f"""(SELECT "{dkey}" AS k, min({layout.HEALPIX_COLUMN}) AS h
+                         FROM {read_parquet([_spooled_keys(ctx, dkey)])} GROUP BY 1)""")
         adopt = (f"""SELECT n.h AS "{layout.HEALPIX_COLUMN}", o.* EXCLUDE ("{layout.HEALPIX_COLUMN}")
                      FROM read_parquet({sql_string(orphans)}) o JOIN {new_keys} n
                      ON o."{ckey}" = n.k""")
@@ -474,17 +489,39 @@ def _replicated(ctx: BuildContext, old: TableInfo | None) -> TableInfo:
 
 
 def _sorted(ctx: BuildContext, files: list[Path], *, nulls_last: bool = False,
-            between: tuple[int, int] | None = None, memory_limit: str | None = None,
             ) -> Iterator[pa.RecordBatch]:
-    """The rows of ``files`` (one schema), sorted by ``_healpix_29`` by DuckDB; only
-    those in the half-open range ``between`` if given."""
+    """The rows of the Parquet ``files`` (one schema), sorted by ``_healpix_29`` by
+    DuckDB."""
     h = layout.HEALPIX_COLUMN
     nulls = " NULLS LAST" if nulls_last else ""
-    where = f" WHERE {h} >= {between[0]} AND {h} < {between[1]}" if between else ""
-    with private_duckdb(ctx.work, memory_limit or ctx.memory_limit) as con:
-        reader = con.sql(f"SELECT * FROM {read_parquet(files)}{where} "
+    with private_duckdb(ctx.work, ctx.memory_limit) as con:
+        reader = con.sql(f"SELECT * FROM {read_parquet(files)} "
                          f"ORDER BY {h}{nulls}").to_arrow_reader(ctx.batch_rows)
         yield from reader
+
+
+def _region_rows(sources: list[Path], between: tuple[int, int], schema: pa.Schema,
+                 batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """The rows of ``sources`` (director spools and partition files) whose
+    ``_healpix_29`` is in the half-open range ``between``, with ``schema``, sorted by
+    ``_healpix_29``. Every batch of a spool and every partition file is sorted, so the
+    region is a slice of each; the slices (mapped, not read) are merged by one stable
+    sort in memory."""
+    pieces: list[pa.RecordBatch] = []
+    for path in sources:
+        if path.name == DIRECTOR_SPOOL:
+            pieces.extend(read_spool(path, between))
+            continue
+        table = pq.read_table(path, filters=[(layout.HEALPIX_COLUMN, ">=", between[0]),
+                                             (layout.HEALPIX_COLUMN, "<", between[1])])
+        pieces.extend(table.to_batches())
+    pieces = [b.cast(schema) for b in pieces if b.num_rows]
+    if not pieces:
+        return
+    h = np.concatenate([b.column(0).to_numpy() for b in pieces])
+    order = np.argsort(h, kind="stable")  # a merge of sorted runs
+    rows = pa.Table.from_batches(pieces, schema=schema).take(pa.array(order))
+    yield from rows.to_batches(max_chunksize=batch_rows)
 
 
 @dataclass(frozen=True)
@@ -497,8 +534,8 @@ class _Cut:
     index_spools: list[Path]  # (key, Norder, Npix, _healpix_29) of the rows written
 
 
-#: A region's rows may take this share of its sorting DuckDB's memory (the rest is the
-#: sort's own overhead), so that it sorts without spilling to disk.
+#: A region's rows may take this share of its thread's part of the memory limit: they
+#: are held twice (as read, and sorted) while the sorted rows are written.
 REGION_MEMORY_SHARE = 1 / 3
 
 
@@ -510,13 +547,12 @@ def _cut_by_region(ctx: BuildContext, sources: list[Path], rows: int, parts: lis
 
     One global sort would spill to disk once the rows outgrow the memory limit. The
     partitions are cut instead into runs of consecutive partitions (*regions*) whose
-    rows fit in memory, and the regions are sorted and written in parallel, each by its
-    own DuckDB (the memory limit shared between them). A region reads only the row
-    groups of the sources whose ``_healpix_29`` range meets it: spools are grouped by
-    region (``contributions.by_region``) and partition files are sorted.
+    rows fit in memory, and the regions are sorted and written in parallel (the memory
+    limit shared between them). A region takes from each source only its own rows
+    (``_region_rows``).
     """
     key = ctx.spec.key
-    threads = max(1, min(os.cpu_count() or 1, MAX_REGION_THREADS))
+    threads = max(1, min(cpus(), MAX_REGION_THREADS))
     limit = memory_bytes(ctx.memory_limit) // threads
     row_bytes = max(1, sum(f.stat().st_size for f in sources) // max(1, rows))
     regions = _regions(parts, max(1, int(limit * REGION_MEMORY_SHARE) // row_bytes))
@@ -527,7 +563,7 @@ def _cut_by_region(ctx: BuildContext, sources: list[Path], rows: int, parts: lis
         spool = ctx.work / f"index-new-{i:05d}.parquet"
         writer = PartitionWriter(dataset, schema, region, index_key=key, index_spool=spool)
         between = (region[0].range29[0], region[-1].range29[1])
-        for batch in _sorted(ctx, sources, between=between, memory_limit=f"{limit}B"):
+        for batch in _region_rows(sources, between, schema, ctx.batch_rows):
             table, h, _ = writer.write(batch)
             with lock:
                 margins.feed(table, h)

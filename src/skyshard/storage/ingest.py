@@ -7,11 +7,13 @@ atomic rename of ``skyshard.json``.
 
 Director tables (memory bounded by the batch size and DuckDB's memory limit)::
 
-    add      read batches -> check -> add _healpix_29 -> spool Parquet; histogram
+    add      read batches -> check -> add _healpix_29 -> sort each batch by it ->
+             spool (Arrow IPC); histogram
     commit   histogram -> adaptive partitions (retiling: partitioning.align's rule);
-             DuckDB sorts the spool by _healpix_29; the sorted stream is cut into one
-             file per partition, copied into the margins of adjacent partitions, and its
-             (key, partition) pairs go to the director index
+             one region of the sky at a time, the spooled batches' slices are merged
+             by _healpix_29; the sorted stream is cut into one file per partition,
+             copied into the margins of adjacent partitions, and its (key, partition)
+             pairs go to the director index
 
 Child tables take the ``_healpix_29`` of their director row (looked up in the director
 index), so they share the director's partitions. A child row whose director row is

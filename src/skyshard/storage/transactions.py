@@ -687,7 +687,7 @@ def _build(root: Path, meta: CatalogMeta, txn: _Txn, rec: Record,
     work.mkdir(parents=True, exist_ok=True)
     found = [(c, txn.path / c.dirname) for c in rec.contributions]
     for c, d in found:
-        if not (d / contributions.SPOOL).exists():
+        if not contributions.spool_file(d).exists():
             raise IngestError(f"transaction {rec.id}: contribution {c.number} ({c.source}) "
                               "is missing its spooled rows; abort the transaction")
     ctx = incremental.BuildContext(

@@ -7,7 +7,8 @@ soon as the file is complete, in the background, while the ingest goes on with t
 next; the flush before publishing then finds little left to write. Only a hint: on
 systems without ``sync_file_range`` (Linux) it does nothing.
 
->>> import tempfile; f = Path(tempfile.mkdtemp()) / "part.parquet"; _ = f.write_bytes(b"x")
+>>> import pathlib, tempfile
+>>> f = pathlib.Path(tempfile.mkdtemp()) / "part.parquet"; _ = f.write_bytes(b"x")
 >>> start(f) in (True, False)
 True
 """
@@ -17,7 +18,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
-from pathlib import Path
 
 SYNC_FILE_RANGE_WRITE = 2  # start writing the dirty pages; do not wait
 

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from skyshard.catalog.model import Partition
 from skyshard.errors import IngestError
+from skyshard.machine import cpus
 from skyshard.storage import hats_files, layout, partitioning, writeback
 
 ORPHANS = "orphans.parquet"
@@ -254,7 +255,7 @@ class MarginCollector:
             return WrittenFile(Partition(p.order, p.pixel, t.num_rows), rel, pq.read_metadata(path))
 
         # Arrow reads, sorts and writes without the GIL: owners in parallel.
-        with ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="skyshard-margin") as pool:
+        with ThreadPoolExecutor(min(4, cpus()), thread_name_prefix="skyshard-margin") as pool:
             out = list(pool.map(one, sorted(self._files)))
         if self.spool.exists():
             shutil.rmtree(self.spool)
