@@ -507,21 +507,34 @@ def _region_rows(sources: list[Path], between: tuple[int, int], schema: pa.Schem
     ``_healpix_29``. Every batch of a spool and every partition file is sorted, so the
     region is a slice of each; the slices (mapped, not read) are merged by one stable
     sort in memory."""
+    rows = _merged(sources, between, schema)
+    if rows is not None:
+        yield from rows.to_batches(max_chunksize=batch_rows)
+
+
+def _merged(sources: list[Path], between: tuple[int, int], schema: pa.Schema
+            ) -> pa.Table | None:
+    """``_region_rows``' rows in one table. Each spool's slices are copied out of its
+    mapping, which is released at once: the system maps whole blocks of a file around
+    the bytes read, so a mapping kept would count two to three times the rows taken
+    in the process's memory."""
     pieces: list[pa.RecordBatch] = []
     for path in sources:
         if path.name == DIRECTOR_SPOOL:
-            pieces.extend(read_spool(path, between))
+            slices = list(read_spool(path, between))
+            if slices:
+                pieces.extend(pa.Table.from_batches(slices).combine_chunks().to_batches())
+            del slices
             continue
         table = pq.read_table(path, filters=[(layout.HEALPIX_COLUMN, ">=", between[0]),
                                              (layout.HEALPIX_COLUMN, "<", between[1])])
         pieces.extend(table.to_batches())
     pieces = [b.cast(schema) for b in pieces if b.num_rows]
     if not pieces:
-        return
+        return None
     h = np.concatenate([b.column(0).to_numpy() for b in pieces])
     order = np.argsort(h, kind="stable")  # a merge of sorted runs
-    rows = pa.Table.from_batches(pieces, schema=schema).take(pa.array(order))
-    yield from rows.to_batches(max_chunksize=batch_rows)
+    return pa.Table.from_batches(pieces, schema=schema).take(pa.array(order))
 
 
 @dataclass(frozen=True)
