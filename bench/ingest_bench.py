@@ -329,8 +329,9 @@ def report(results: list[dict], a: argparse.Namespace, command: str) -> str:
         "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
         (f"- Same input (bench/generate.py Object Parquet), same products: partitions of at "
          f"most {a.max_rows_per_partition:,} rows (hats-import `pixel_threshold`), a "
-         f"{a.margin_arcsec:g}\" margin, an objectId index. skyshard: one process (DuckDB "
-         "sort, 1 GB memory limit); hats-import: dask LocalCluster, 2 workers x 1 thread."),
+         f"{a.margin_arcsec:g}\" margin, an objectId index. skyshard: one process (rows "
+         "sorted in memory a region of the sky at a time, director index sorted by DuckDB; "
+         "1 GB memory limit); hats-import: dask LocalCluster, 2 workers x 1 thread."),
         "- Peak RSS: the whole process tree (dask workers included), sampled every 0.1 s.",
         ("- Input cold: before each run its files are dropped from the page cache "
          "(`posix_fadvise(DONTNEED)`), so every system reads them from the disk."),
