@@ -2,9 +2,9 @@
 in the memory limit: built with a memory limit that forces many regions, the small sky
 has exactly the files of a build in one region, and its increments land right.
 
-Also the spool a director's rows wait in: grouped by sky region in small row groups
-with ``_healpix_29`` statistics (what the regions' reads skip by), its keys in input
-order in a file of their own (what key errors name rows by)."""
+Also the spool a director's rows wait in: an Arrow IPC file of batches each sorted by
+``_healpix_29`` (what the regions take their slices of), its keys in input order in a
+file of their own (what key errors name rows by)."""
 
 from __future__ import annotations
 
@@ -92,6 +92,27 @@ def test_many_regions_build_the_same_files(tmp_path, object_file, regions_seen):
     assert regions_seen[-1] >= 4, regions_seen
     assert many.partitions == one.partitions
     assert many.margin_partitions == one.margin_partitions
+    _same_files(tmp_path / "one", tmp_path / "many", one, many)
+
+
+def test_partition_larger_than_a_region_is_taken_in_ranges(tmp_path, object_file,
+                                                           monkeypatch):
+    """A partition with more rows than a region may hold is merged a range of
+    ``_healpix_29`` at a time: the files are those of a build in one region, and an
+    increment into it lands right."""
+    one = _build(tmp_path / "one", [object_file])
+    seen: list[int] = []
+    ranges = incremental._ranges
+
+    def spy(*args, **kwargs):
+        out = ranges(*args, **kwargs)
+        seen.append(len(out))
+        return out
+
+    monkeypatch.setattr(incremental, "_ranges", spy)
+    monkeypatch.setattr(incremental, "MIN_RANGE_ROWS", 50)
+    many = _build(tmp_path / "many", [object_file], TIGHT)
+    assert max(seen) >= 4, seen
     _same_files(tmp_path / "one", tmp_path / "many", one, many)
 
 

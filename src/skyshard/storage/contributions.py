@@ -42,6 +42,7 @@ from skyshard.catalog.model import TableInfo, TableKind
 from skyshard.errors import ExternalError, IngestError, InputError
 from skyshard.storage import layout, partitioning
 from skyshard.storage.duck import private_duckdb, read_parquet, sql_list, sql_string
+from skyshard.storage.options import memory_bytes
 from skyshard.storage.progress import Progress
 
 SPOOL = "rows.parquet"
@@ -146,8 +147,8 @@ def fetch(source: str, work: Path, *, name: str | None = None) -> tuple[Path, st
 def spool(dest: Path, path: Path, display: str, fmt_name: str, spec: TableSpec,
           schema: pa.Schema | None, *, batch_rows: int, progress: Progress,
           index_file: Path | None = None, memory_limit: str = "1GB") -> tuple[int, pa.Schema]:
-    """Read ``path``, check it and write ``dest/rows.parquet`` (and a director's
-    histogram). ``schema`` is the table's (None: inferred from this file);
+    """Read ``path``, check it and spool its rows into ``dest`` (a director's as
+    ``rows.arrow``, with its keys and histogram; others as ``rows.parquet``). ``schema`` is the table's (None: inferred from this file);
     ``index_file`` the published director index to check new keys against. Returns
     the row count and the table schema (without ``_healpix_29``)."""
     from skyshard.storage.readers import detect_format, read_batches
@@ -358,7 +359,8 @@ def _check_keys(dest: Path, display: str, spec: TableSpec, index_file: Path | No
     """Director keys unique within the file and not already in the published table."""
     key = spec.key
     keys = keys_file(dest)
-    unique = _integers_unique(keys, key)
+    # the column, and its sorted copy, within the memory limit
+    unique = _integers_unique(keys, key, memory_bytes(memory_limit) // 24)
     if unique and index_file is None:
         return
     rows = f"read_parquet({sql_string(keys)}, file_row_number = true)"
@@ -392,22 +394,18 @@ def _check_keys(dest: Path, display: str, spec: TableSpec, index_file: Path | No
             "accept them)")
 
 
-#: Integer keys of a contribution up to this many are checked for repeats in memory (a
-#: sort: 8 bytes a key, twice as fast as DuckDB's count DISTINCT); more go to DuckDB.
-IN_MEMORY_KEYS = 16_000_000
-
-
-def _integers_unique(keys: Path, key: str) -> bool | None:
-    """Whether the integer keys in the Parquet file ``keys`` are all distinct; None when
-    they are not integers, hold NULLs or are too many to sort in memory.
+def _integers_unique(keys: Path, key: str, max_keys: int) -> bool | None:
+    """Whether the integer keys in the Parquet file ``keys`` are all distinct, by a sort
+    in memory (twice as fast as DuckDB's count DISTINCT); None when they are not
+    integers, hold NULLs or are more than ``max_keys``.
 
     >>> import tempfile; f = Path(tempfile.mkdtemp()) / "k.parquet"
-    >>> pq.write_table(pa.table({"id": [3, 1, 3]}), f); _integers_unique(f, "id")
+    >>> pq.write_table(pa.table({"id": [3, 1, 3]}), f); _integers_unique(f, "id", 10)
     False
     """
     meta = pq.read_metadata(keys)
     field = meta.schema.to_arrow_schema().field(key)
-    if not pa.types.is_integer(field.type) or meta.num_rows > IN_MEMORY_KEYS:
+    if not pa.types.is_integer(field.type) or meta.num_rows > max_keys:
         return None
     col = pq.read_table(keys, columns=[key]).column(0)
     if col.null_count:

@@ -1,4 +1,5 @@
-"""The private DuckDB of ingest work (sorting spools, joins with the director index):
+"""The private DuckDB of ingest work (sorting child spools and the director index, key
+checks, joins with the director index):
 never the query engine's locked-down database.
 
 >>> sql_string("it's")

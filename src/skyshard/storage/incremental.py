@@ -29,6 +29,7 @@ Replicated (``_replicated``): the old rows and the new ones, in one new file.
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import threading
 from collections.abc import Iterator
@@ -273,11 +274,13 @@ def _spooled_keys(ctx: BuildContext, key: str) -> Path:
     """A Parquet file of the director spools' ``key`` and ``_healpix_29`` columns."""
     path = ctx.work / "spooled-keys.parquet"
     columns = [key, layout.HEALPIX_COLUMN]
-    with pq.ParquetWriter(path, pa.schema([ctx.schema.field(key),
-                                           pa.field(layout.HEALPIX_COLUMN, pa.int64())])) as w:
+    schema = pa.schema([ctx.schema.field(key), pa.field(layout.HEALPIX_COLUMN, pa.int64())])
+    with pq.ParquetWriter(path, schema) as w:
         for spool in ctx.spools:
-            for batch in read_spool(spool, columns=columns):
-                w.write_batch(batch)
+            batches = (read_spool(spool, columns=columns) if spool.name == DIRECTOR_SPOOL
+                       else pq.ParquetFile(spool).iter_batches(columns=columns))
+            for batch in batches:
+                w.write_batch(batch.select(columns).cast(schema))
     return path
 
 
@@ -501,15 +504,45 @@ def _sorted(ctx: BuildContext, files: list[Path], *, nulls_last: bool = False,
 
 
 def _region_rows(sources: list[Path], between: tuple[int, int], schema: pa.Schema,
-                 batch_rows: int) -> Iterator[pa.RecordBatch]:
+                 batch_rows: int, rows: int, max_rows: int) -> Iterator[pa.RecordBatch]:
     """The rows of ``sources`` (director spools and partition files) whose
-    ``_healpix_29`` is in the half-open range ``between``, with ``schema``, sorted by
-    ``_healpix_29``. Every batch of a spool and every partition file is sorted, so the
-    region is a slice of each; the slices (mapped, not read) are merged by one stable
-    sort in memory."""
-    rows = _merged(sources, between, schema)
-    if rows is not None:
-        yield from rows.to_batches(max_chunksize=batch_rows)
+    ``_healpix_29`` is in the half-open range ``between`` (``rows`` of them), with
+    ``schema``, sorted by ``_healpix_29``. Every batch of a spool and every partition
+    file is sorted, so the region is a slice of each; the slices are merged by one
+    stable sort in memory, at most about ``max_rows`` rows at a time: a larger region
+    (one large partition) is taken in consecutive ranges of ``_healpix_29``."""
+    for part in _ranges(sources, between, rows, max_rows):
+        merged = _merged(sources, part, schema)
+        if merged is not None:
+            yield from merged.to_batches(max_chunksize=batch_rows)
+
+
+#: A region is never taken in ranges of fewer rows than this (a range costs one look at
+#: every source).
+MIN_RANGE_ROWS = 16_384
+
+
+def _ranges(sources: list[Path], between: tuple[int, int], rows: int, max_rows: int
+            ) -> list[tuple[int, int]]:
+    """``between`` cut into consecutive ranges of about ``max_rows`` rows of ``sources``
+    each (not fewer than ``MIN_RANGE_ROWS``), from the ``_healpix_29`` values alone."""
+    per = max(max_rows, MIN_RANGE_ROWS)
+    if rows <= per:
+        return [between]
+    h = []
+    for path in sources:
+        if path.name == DIRECTOR_SPOOL:
+            h += [b.column(0).to_numpy() for b in
+                  read_spool(path, between, columns=[layout.HEALPIX_COLUMN])]
+        else:
+            h.append(pq.read_table(path, columns=[layout.HEALPIX_COLUMN], filters=[
+                (layout.HEALPIX_COLUMN, ">=", between[0]),
+                (layout.HEALPIX_COLUMN, "<", between[1])]).column(0).to_numpy())
+    values = np.sort(np.concatenate(h)) if h else np.zeros(0, np.int64)
+    k = -(-len(values) // per)
+    cuts = np.unique(values[np.arange(1, k) * len(values) // k]) if k > 1 else []
+    edges = [between[0], *(int(c) for c in cuts), between[1]]
+    return [(a, b) for a, b in itertools.pairwise(edges) if a < b]
 
 
 def _merged(sources: list[Path], between: tuple[int, int], schema: pa.Schema
@@ -517,7 +550,8 @@ def _merged(sources: list[Path], between: tuple[int, int], schema: pa.Schema
     """``_region_rows``' rows in one table. Each spool's slices are copied out of its
     mapping, which is released at once: the system maps whole blocks of a file around
     the bytes read, so a mapping kept would count two to three times the rows taken
-    in the process's memory."""
+    in the process's memory. (A spool with one slice keeps it mapped until the sort
+    copies it, a moment later.)"""
     pieces: list[pa.RecordBatch] = []
     for path in sources:
         if path.name == DIRECTOR_SPOOL:
@@ -561,14 +595,15 @@ def _cut_by_region(ctx: BuildContext, sources: list[Path], rows: int, parts: lis
     One global sort would spill to disk once the rows outgrow the memory limit. The
     partitions are cut instead into runs of consecutive partitions (*regions*) whose
     rows fit in memory, and the regions are sorted and written in parallel (the memory
-    limit shared between them). A region takes from each source only its own rows
-    (``_region_rows``).
+    limit shared between them). A region takes from each source only its own rows, a
+    partition too large for one region in several ranges (``_region_rows``).
     """
     key = ctx.spec.key
     threads = max(1, min(cpus(), MAX_REGION_THREADS))
     limit = memory_bytes(ctx.memory_limit) // threads
     row_bytes = max(1, sum(f.stat().st_size for f in sources) // max(1, rows))
-    regions = _regions(parts, max(1, int(limit * REGION_MEMORY_SHARE) // row_bytes))
+    max_rows = max(1, int(limit * REGION_MEMORY_SHARE) // row_bytes)
+    regions = _regions(parts, max_rows)
     threads = min(threads, len(regions)) or 1
     lock = threading.Lock()
 
@@ -576,7 +611,8 @@ def _cut_by_region(ctx: BuildContext, sources: list[Path], rows: int, parts: lis
         spool = ctx.work / f"index-new-{i:05d}.parquet"
         writer = PartitionWriter(dataset, schema, region, index_key=key, index_spool=spool)
         between = (region[0].range29[0], region[-1].range29[1])
-        for batch in _region_rows(sources, between, schema, ctx.batch_rows):
+        for batch in _region_rows(sources, between, schema, ctx.batch_rows,
+                                  sum(p.rows for p in region), max_rows):
             table, h, _ = writer.write(batch)
             with lock:
                 margins.feed(table, h)

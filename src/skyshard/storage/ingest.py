@@ -5,7 +5,7 @@ file, commit; on any error the transaction is aborted, so the catalog is left ex
 it was. The work happens in ``CATALOG/.transactions/<id>/`` and becomes visible in one
 atomic rename of ``skyshard.json``.
 
-Director tables (memory bounded by the batch size and DuckDB's memory limit)::
+Director tables (memory bounded by the batch size and the memory limit)::
 
     add      read batches -> check -> add _healpix_29 -> sort each batch by it ->
              spool (Arrow IPC); histogram

@@ -29,7 +29,9 @@ class IngestOptions:
     max_order: int = DEFAULT_MAX_ORDER
     margin_arcsec: float = DEFAULT_MARGIN_ARCSEC
     batch_rows: int = 262_144
-    memory_limit: str = "1GB"  # DuckDB's, for the sorts and key checks (it spills beyond)
+    # DuckDB's, for its sorts and key checks (it spills beyond); also sizes the regions a
+    # director's rows are sorted by in memory
+    memory_limit: str = "1GB"
     allow_duplicate_keys: bool = False
     progress: bool | None = None  # None: show a bar when stderr is a terminal
     fsync: bool = True

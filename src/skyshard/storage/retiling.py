@@ -31,7 +31,6 @@ import numpy as np
 from skyshard.catalog.model import Partition
 from skyshard.storage import partitioning
 
-
 #: Up to this order a histogram is handled as a dense array (order 10: 12.6 M cells,
 #: 100 MB), much faster than sparse arrays of millions of cells.
 DENSE_ORDER = 10
