@@ -25,6 +25,7 @@ other transactions meanwhile are checked again at commit.
 
 from __future__ import annotations
 
+import mmap
 import os
 import shutil
 import urllib.parse
@@ -526,19 +527,29 @@ def read_spool(path: Path, between: tuple[int, int] | None = None,
                columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
     """The record batches of a director's spool (mapped, not copied), each sorted by
     ``_healpix_29``; only the rows whose ``_healpix_29`` is in the half-open range
-    ``between`` if given; only ``columns`` if given."""
-    with pa.memory_map(str(path)) as source:
-        reader = pa.ipc.open_file(source)
-        for i in range(reader.num_record_batches):
-            batch = reader.get_batch(i)
-            if between is not None:
-                h = batch.column(0).to_numpy()
-                lo, hi = np.searchsorted(h, between)
-                batch = batch.slice(lo, hi - lo)
-            if columns is not None:
-                batch = batch.select(columns)
-            if batch.num_rows:
-                yield batch
+    ``between`` if given; only ``columns`` if given.
+
+    The file is mapped by Python's ``mmap``, not Arrow's ``memory_map``: Arrow asks the
+    system to read every batch it opens in full (``madvise(WILLNEED)``), which for a
+    region of the sky is mostly bytes it never touches. The mapping lives as long as
+    the batches returned (it is unmapped when the last is freed)."""
+    if path.stat().st_size == 0:
+        raise IngestError(f"{path}: the spooled rows are empty (the file was cut short); "
+                          "abort the transaction")
+    with open(path, "rb") as f:
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    reader = pa.ipc.open_file(pa.BufferReader(pa.py_buffer(mapped)))
+    del mapped  # the buffer holds it
+    for i in range(reader.num_record_batches):
+        batch = reader.get_batch(i)
+        if between is not None:
+            h = batch.column(0).to_numpy()
+            lo, hi = np.searchsorted(h, between)
+            batch = batch.slice(lo, hi - lo)
+        if columns is not None:
+            batch = batch.select(columns)
+        if batch.num_rows:
+            yield batch
 
 
 def conform_spool(dest: Path, schema: pa.Schema, display: str) -> None:
