@@ -144,10 +144,14 @@ def child_hats(files: list[Path], out: Path, result: Path, max_rows: int, margin
 
 
 def evict(files: list[Path]) -> None:
-    """Drop the input files from the page cache (``posix_fadvise(DONTNEED)``), so that
-    every system starts with its input on the disk, as a large load does: otherwise
-    whichever runs first would find the input cached by the generator, or not, at
-    random (some machines drop file pages nobody touched for a minute)."""
+    """Write every pending change to the disk (``sync``), then drop the input files from
+    the page cache (``posix_fadvise(DONTNEED)``), so that every system starts with its
+    input on the disk, as a large load does, and with no writes of an earlier step (the
+    previous system's files, the split inputs of the append runs) still going to the
+    disk beside it. Otherwise whichever runs first would find the input cached by the
+    generator, or not, at random (some machines drop file pages nobody touched for a
+    minute)."""
+    os.sync()
     for f in files:
         fd = os.open(f, os.O_RDONLY)
         try:
@@ -333,8 +337,9 @@ def report(results: list[dict], a: argparse.Namespace, command: str) -> str:
          "sorted in memory a region of the sky at a time, director index sorted by DuckDB; "
          "1 GB memory limit); hats-import: dask LocalCluster, 2 workers x 1 thread."),
         "- Peak RSS: the whole process tree (dask workers included), sampled every 0.1 s.",
-        ("- Input cold: before each run its files are dropped from the page cache "
-         "(`posix_fadvise(DONTNEED)`), so every system reads them from the disk."),
+        ("- Input cold: before each run pending writes are flushed (`sync`) and the input "
+         "files are dropped from the page cache (`posix_fadvise(DONTNEED)`), so every "
+         "system reads them from the disk, with no earlier writes going on beside it."),
         ("- `skyshard append`: the last 10 % of the rows loaded as an increment into the "
          "table built from the other 90 % (time and rows of the increment alone): the "
          "increment is spread over the whole sky, so every partition is rewritten. "
