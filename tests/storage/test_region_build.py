@@ -149,15 +149,22 @@ def test_duplicate_key_across_increments_in_regions(tmp_path, object_file, sky_t
     assert skyshard.open(tmp_path / "c").tables["Object"].rows == sky_tables["Object"].num_rows
 
 
-def test_spool_sorted_by_batch_and_keys_in_input_order(tmp_path, object_file, sky_tables):
-    """A director's spool is an Arrow IPC file whose batches are each sorted by
-    ``_healpix_29``, holding every row once; its keys file keeps the input order; a
-    range read returns exactly the rows in the range."""
+def _spooled(tmp_path: Path, object_file: Path) -> tuple[Path, str, Path]:
+    """A transaction holding ``object_file`` added in batches of 1,000 rows: the
+    catalog, the transaction and the contribution's folder."""
     root = tmp_path / "c"
     tid = transactions.begin(root, "Object", ra="ra", dec="decl", key="objectId",
                              options=_opts(batch_rows=1000)).id
     transactions.add(root, tid, [object_file], show_progress=False)
     (folder,) = [d for d in (root / ".transactions" / tid).iterdir() if d.name.startswith("c")]
+    return root, tid, folder
+
+
+def test_spool_sorted_by_batch_and_keys_in_input_order(tmp_path, object_file, sky_tables):
+    """A director's spool is an Arrow IPC file whose batches are each sorted by
+    ``_healpix_29``, holding every row once; its keys file keeps the input order; a
+    range read returns exactly the rows in the range."""
+    root, tid, folder = _spooled(tmp_path, object_file)
     spool = contributions.spool_file(folder)
     assert spool.name == contributions.DIRECTOR_SPOOL
     batches = list(contributions.read_spool(spool))
@@ -194,11 +201,7 @@ def test_conform_director_spool_keeps_sorted_batches(tmp_path, object_file, sky_
     """A director's spool recast to the table's schema (another contribution fixed it
     first) keeps its rows and its batches sorted; a value that does not fit names the
     file and column."""
-    root = tmp_path / "c"
-    tid = transactions.begin(root, "Object", ra="ra", dec="decl", key="objectId",
-                             options=_opts(batch_rows=1000)).id
-    transactions.add(root, tid, [object_file], show_progress=False)
-    (folder,) = [d for d in (root / ".transactions" / tid).iterdir() if d.name.startswith("c")]
+    root, tid, folder = _spooled(tmp_path, object_file)
     have = contributions.spool_schema(folder)
     wider = pa.schema([pa.field(f.name, pa.float64()) if f.name == "ra" else f
                        for f in list(have)[1:]])
