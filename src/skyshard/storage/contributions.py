@@ -149,9 +149,10 @@ def spool(dest: Path, path: Path, display: str, fmt_name: str, spec: TableSpec,
           schema: pa.Schema | None, *, batch_rows: int, progress: Progress,
           index_file: Path | None = None, memory_limit: str = "1GB") -> tuple[int, pa.Schema]:
     """Read ``path``, check it and spool its rows into ``dest`` (a director's as
-    ``rows.arrow``, with its keys and histogram; others as ``rows.parquet``). ``schema`` is the table's (None: inferred from this file);
-    ``index_file`` the published director index to check new keys against. Returns
-    the row count and the table schema (without ``_healpix_29``)."""
+    ``rows.arrow``, with its keys and histogram; others as ``rows.parquet``).
+    ``schema`` is the table's (None: inferred from this file); ``index_file`` the
+    published director index to check new keys against. Returns the row count and the
+    table schema (without ``_healpix_29``)."""
     from skyshard.storage.readers import detect_format, read_batches
 
     fmt = detect_format(fmt_name)

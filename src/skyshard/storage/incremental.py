@@ -581,8 +581,8 @@ class _Cut:
     index_spools: list[Path]  # (key, Norder, Npix, _healpix_29) of the rows written
 
 
-#: A region's rows may take this share of its thread's part of the memory limit: they
-#: are held twice (as read, and sorted) while the sorted rows are written.
+#: A region's rows may take this share of its thread's part of the memory limit: while
+#: they are sorted they are held twice (as read, and sorted).
 REGION_MEMORY_SHARE = 1 / 3
 
 
