@@ -535,14 +535,20 @@ def _ranges(sources: list[Path], between: tuple[int, int], rows: int, max_rows: 
             h += [b.column(0).to_numpy() for b in
                   read_spool(path, between, columns=[layout.HEALPIX_COLUMN])]
         else:
-            h.append(pq.read_table(path, columns=[layout.HEALPIX_COLUMN], filters=[
-                (layout.HEALPIX_COLUMN, ">=", between[0]),
-                (layout.HEALPIX_COLUMN, "<", between[1])]).column(0).to_numpy())
+            h.append(_file_rows(path, between, [layout.HEALPIX_COLUMN]).column(0).to_numpy())
     values = np.sort(np.concatenate(h)) if h else np.zeros(0, np.int64)
     k = -(-len(values) // per)
     cuts = np.unique(values[np.arange(1, k) * len(values) // k]) if k > 1 else []
     edges = [between[0], *(int(c) for c in cuts), between[1]]
     return [(a, b) for a, b in itertools.pairwise(edges) if a < b]
+
+
+def _file_rows(path: Path, between: tuple[int, int], columns: list[str] | None = None
+               ) -> pa.Table:
+    """The rows of a Parquet file whose ``_healpix_29`` is in the half-open ``between``."""
+    return pq.read_table(path, columns=columns,
+                         filters=[(layout.HEALPIX_COLUMN, ">=", between[0]),
+                                  (layout.HEALPIX_COLUMN, "<", between[1])])
 
 
 def _merged(sources: list[Path], between: tuple[int, int], schema: pa.Schema
@@ -560,9 +566,7 @@ def _merged(sources: list[Path], between: tuple[int, int], schema: pa.Schema
                 pieces.extend(pa.Table.from_batches(slices).combine_chunks().to_batches())
             del slices
             continue
-        table = pq.read_table(path, filters=[(layout.HEALPIX_COLUMN, ">=", between[0]),
-                                             (layout.HEALPIX_COLUMN, "<", between[1])])
-        pieces.extend(table.to_batches())
+        pieces.extend(_file_rows(path, between).to_batches())
     pieces = [b.cast(schema) for b in pieces if b.num_rows]
     if not pieces:
         return None
