@@ -100,7 +100,8 @@ class Database:
                                          fragment_partitions=fragment_partitions,
                                          data_dirs=sorted(dirs), engine=self.engine,
                                          placement=placement, replication=replication,
-                                         replica_dir=replica_dir, storage_options=options)
+                                         replica_dir=replica_dir, storage_options=options,
+                                         shared_scans=shared_scans)
         else:
             self.executor = LocalExecutor(self.engine, fragment_partitions=fragment_partitions,
                                           threads=threads or 2, shared_scans=shared_scans)

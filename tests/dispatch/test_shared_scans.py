@@ -24,6 +24,7 @@ from skyshard.dispatch.scans import (
     SharedScans,
     full_scan_table,
     needed_columns,
+    scan_request,
     units_of,
 )
 from skyshard.errors import QueryLimitError, SqlError
@@ -119,6 +120,11 @@ def run_all(ex, db, sqls, *, wrap=None):
     return threads, out
 
 
+def request_of(db, table):
+    """The shared-scan request of a full scan of ``table``."""
+    return scan_request(db.plan(f"SELECT COUNT(*) FROM {table}"), db.tables[table])
+
+
 def wait_for(cond, timeout=20.0):
     deadline = time.monotonic() + timeout
     while not cond():
@@ -182,7 +188,7 @@ def test_needed_columns(sky_db):
 
 def test_units_cover_every_partition_once(sky_db):
     info = sky_db.tables["Source"]
-    units = units_of(info, UNIT_ROWS)
+    units = units_of(request_of(sky_db, "Source").parts, UNIT_ROWS)
     assert len(units) > 3
     seen = [pp for u in units for pp in u.partitions]
     assert sorted(seen) == sorted((p.order, p.pixel) for p in info.partitions)
@@ -193,9 +199,9 @@ def test_units_cover_every_partition_once(sky_db):
 
 
 def test_a_small_table_still_makes_several_units(sky_db):
-    info = sky_db.tables["Object"]
-    assert len(info.partitions) > MIN_UNITS
-    assert len(SharedScans(sky_db.engine, unit_rows=10**9).units(info)) >= MIN_UNITS
+    assert len(sky_db.tables["Object"].partitions) > MIN_UNITS
+    scans = SharedScans(sky_db.engine, unit_rows=10**9)
+    assert len(scans.units(request_of(sky_db, "Object"))) >= MIN_UNITS
 
 
 @pytest.mark.parametrize("sqls, shares", [
@@ -213,7 +219,7 @@ def test_reads_are_shared_when_columns_overlap(sky_db, alone, sqls, shares):
     finish(threads)
     for got, sql in zip(out, sqls):
         check_same(got, sql, sky_db, alone)
-    units = len(scans.units(sky_db.tables["Object"]))
+    units = len(scans.units(request_of(sky_db, "Object")))
     stats = scans.stats
     assert stats["served"] == 2 * units
     if shares:
@@ -244,7 +250,7 @@ def test_concurrent_full_scans_share_reads(sky_db, alone, table):
     finish(threads)
     for got, sql in zip(out, sqls):
         check_same(got, sql, sky_db, alone)
-    units = len(ex.scans.units(sky_db.tables[table]))
+    units = len(ex.scans.units(request_of(sky_db, table)))
     stats = ex.scans.stats
     assert units >= 5
     assert stats["served"] == len(sqls) * units  # every query had every unit once
@@ -257,11 +263,10 @@ def test_query_joining_mid_scan_wraps_around(sky_db, alone):
     first, late = OBJECT_QUERIES[1:3], OBJECT_QUERIES[3]
     gated = Gated(sky_db.engine, pass_first=2)  # two shared passes, then the gate
     ex = shared(gated, **TOGETHER)
-    info = sky_db.tables["Object"]
-    units = len(ex.scans.units(info))
+    units = len(ex.scans.units(request_of(sky_db, "Object")))
     assert units >= 5
     t1, out1 = run_all(ex, sky_db, first)
-    wait_for(lambda: ex.scans.position(info) == 2 and gated.waiting == 1)
+    wait_for(lambda: ex.scans.position("Object") == 2 and gated.waiting == 1)
     t2, out2 = run_all(ex, sky_db, [late])
     wait_for(lambda: ex.scans.stats["queries"] == 3)
     gated.gate.set()
@@ -305,7 +310,7 @@ def test_a_failing_query_leaves_the_others_alone(sky_db, alone):
     check_same(out[2], good[1], sky_db, alone)
     # The first pass failed (the bad cast); each read unit 0 itself, the bad query failed
     # there, and the good ones shared the other units.
-    units = len(ex.scans.units(sky_db.tables["Object"]))
+    units = len(ex.scans.units(request_of(sky_db, "Object")))
     stats = ex.scans.stats
     assert stats["shared_failures"] == 1 and stats["shared_reads"] == units - 1
 
@@ -324,7 +329,7 @@ def test_a_failed_shared_pass_falls_back_to_own_reads(sky_db, alone, monkeypatch
     finish(threads)
     for got, sql in zip(out, sqls):
         check_same(got, sql, sky_db, alone)
-    units = len(ex.scans.units(sky_db.tables["Object"]))
+    units = len(ex.scans.units(request_of(sky_db, "Object")))
     stats = ex.scans.stats
     assert stats["shared_failures"] == units and stats["shared_reads"] == 0
     assert stats["own_reads"] == stats["served"] == 3 * units
@@ -378,12 +383,11 @@ def test_close_stops_the_convoys(sky_db, alone):
     sql = OBJECT_QUERIES[1]
     before = set(threading.enumerate())
     ex.run(sky_db.plan(sql))
-    info = sky_db.tables["Object"]
-    assert ex.scans.position(info) is not None  # its thread waits for the next scan
+    assert ex.scans.position("Object") is not None  # its thread waits for the next scan
     mine = [t for t in threading.enumerate() if t not in before and t.name == "skyshard-scan-Object"]
     assert len(mine) == 1
     ex.close()
-    assert ex.scans.position(info) is None
+    assert ex.scans.position("Object") is None
     assert not mine[0].is_alive()
     check_same(ex.run(sky_db.plan(sql)), sql, sky_db, alone)  # as usual from now on
     assert ex.scans.stats["queries"] == 1

@@ -11,7 +11,15 @@ from __future__ import annotations
 import logging
 
 import pytest
-from test_shared_scans import UNIT_ROWS, Gated, check_same, finish, run_all, wait_for
+from test_shared_scans import (
+    UNIT_ROWS,
+    Gated,
+    check_same,
+    finish,
+    request_of,
+    run_all,
+    wait_for,
+)
 
 pytest.importorskip("s3fs")
 moto_server = pytest.importorskip("moto.server")
@@ -59,7 +67,7 @@ def test_full_scans_of_a_catalog_at_a_url(sky_db, s3_db, sqls, shares):
     alone = LocalExecutor(sky_db.engine, shared_scans=False)  # the local copy, alone
     for got, sql in zip(out, sqls):
         check_same(got, sql, sky_db, alone)
-    units = len(scans.units(s3_db.tables["Object"]))
+    units = len(scans.units(request_of(s3_db, "Object")))
     stats = scans.stats
     assert units >= 5 and stats["served"] == len(sqls) * units
     if shares:  # one read of each unit at the URL for all of them

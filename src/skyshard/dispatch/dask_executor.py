@@ -27,6 +27,14 @@ How a query runs
   in group order and ``plan.merge_sql()`` runs over them, registered as ``partials``, on
   this process's engine. A query whose partitions fit one group (one worker, or a cone
   in one partition) skips the merge: its worker runs ``plan.single_sql()``.
+- **Shared scans** (``shared_scans=True``, shared storage only). A full scan of a big
+  table (``scans.rides``) sends each worker the same group of partitions every time, as
+  a ``ScanRequest`` (``run_scan``): on the worker it rides the convoy of those
+  partitions (``dispatch.scans``, one ``SharedScans`` per worker engine), so full scans
+  running at once on the cluster read each unit once between them. A worker runs
+  several tasks at once for that (``LocalDaskCluster``'s ``slots``; ``dask worker
+  --nthreads`` for a cluster of one's own): with one task at a time, concurrent scans
+  would queue and never meet.
 - **Queries that cannot be split** (``plan.split is None``: sub-queries, window
   functions, joins across partitionings; ``plan.split_refusal`` says which) run
   ``plan.single_sql()`` as one task on one worker. The storage is shared, so that worker
@@ -126,7 +134,7 @@ import pyarrow as pa
 from distributed import Client, LocalCluster, as_completed
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from skyshard.catalog.model import Partition
+from skyshard.catalog.model import Partition, TableInfo
 from skyshard.dispatch import replicas
 from skyshard.dispatch.executor import named
 from skyshard.dispatch.placement import (
@@ -143,12 +151,14 @@ from skyshard.dispatch.placement import (
     unit_key,
     unit_partition,
 )
+from skyshard.dispatch.scans import ScanRequest, SharedScans, rides, scan_request
 from skyshard.engine.duck import Engine
 from skyshard.errors import (
     ExternalError,
     QueryCancelled,
     QueryLimitError,
     SkyshardError,
+    SqlError,
     UnsupportedQueryError,
     UserError,
 )
@@ -203,35 +213,109 @@ _RUNNING_LOCK = threading.Lock()
 _INTERRUPTED_KEPT_S = 600.0
 
 
+class _TaggedEngine:
+    """A worker's engine whose cursors are listed under a query's tag while they are
+    open, so that ``interrupt_query`` finds them; refuses new cursors once that query
+    was interrupted. The ``cursor``/``query`` interface of ``Engine``; a context
+    manager that unlists the cursors left open."""
+
+    def __init__(self, engine: Engine, tag: str | None) -> None:
+        self._engine, self._tag = engine, tag or ""
+        self._mine: list[Any] = []
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        cur = self._engine.cursor()
+        with _RUNNING_LOCK:
+            if self._tag and self._tag in _INTERRUPTED:
+                cur.close()
+                raise QueryCancelled("the query was interrupted")
+            _RUNNING.setdefault(self._tag, []).append(cur)
+        self._mine.append(cur)
+        return cur
+
+    def query(self, sql: str, **kwargs: Any) -> pa.Table:
+        cur = self.cursor()
+        try:
+            return self._engine.query(sql, cursor=cur, **kwargs)
+        finally:
+            self._unlist([cur])
+
+    def _unlist(self, cursors: list[Any]) -> None:
+        with _RUNNING_LOCK:
+            running = _RUNNING.get(self._tag, [])
+            for cur in cursors:
+                if cur in running:
+                    running.remove(cur)
+                if cur in self._mine:
+                    self._mine.remove(cur)
+            if not running:
+                _RUNNING.pop(self._tag, None)
+
+    def __enter__(self) -> _TaggedEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._unlist(list(self._mine))
+
+
 def run_batch(spec: EngineSpec, statements: tuple[str, ...],
               max_rows: int | None = None, tag: str | None = None) -> pa.Table | QueryFailed:
     """The task: run ``statements`` in order on this worker's engine, one table out.
     ``tag`` names the query, so that ``interrupt_query`` can stop its statements."""
-    engine = worker_engine(spec)
-    tables = []
     try:
-        for s in statements:
-            cur = engine.cursor()
-            with _RUNNING_LOCK:
-                if tag is not None and tag in _INTERRUPTED:
-                    cur.close()
-                    raise QueryCancelled("the query was interrupted")
-                _RUNNING.setdefault(tag or "", []).append(cur)
-            try:
-                tables.append(engine.query(s, max_rows=max_rows, cursor=cur))
-            finally:
-                with _RUNNING_LOCK:
-                    running = _RUNNING.get(tag or "", [])
-                    if cur in running:
-                        running.remove(cur)
-                    if not running:
-                        _RUNNING.pop(tag or "", None)
+        with _TaggedEngine(worker_engine(spec), tag) as engine:
+            tables = [engine.query(s, max_rows=max_rows) for s in statements]
     except duckdb.InterruptException:
         return QueryFailed(QueryCancelled("the query was interrupted"))
     except SkyshardError as exc:
         return QueryFailed(exc)
     if len(tables) == 1:
         return tables[0]
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+#: Each worker's shared scans, one per engine and settings (``worker_scans``).
+_SCANS: dict[tuple[EngineSpec, tuple[tuple[str, float], ...]], SharedScans] = {}
+
+
+def worker_scans(spec: EngineSpec, options: tuple[tuple[str, float], ...] = ()) -> SharedScans:
+    """This process's shared scans over the engine of ``spec`` (``SharedScans`` keyword
+    arguments ``options``), created on first use."""
+    engine = worker_engine(spec)
+    with _ENGINES_LOCK:
+        scans = _SCANS.get((spec, options))
+        if scans is None:
+            scans = _SCANS[(spec, options)] = SharedScans(engine, **dict(options))
+        return scans
+
+
+def worker_scan_stats() -> dict[str, int]:
+    """The counters of this process's shared scans (``SharedScans.stats``), summed."""
+    with _ENGINES_LOCK:
+        scans = list(_SCANS.values())
+    total: dict[str, int] = {}
+    for one in scans:
+        for k, v in one.stats.items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
+def run_scan(spec: EngineSpec, request: ScanRequest, orphans: str | None,
+             options: tuple[tuple[str, float], ...] = (),
+             tag: str | None = None) -> pa.Table | QueryFailed:
+    """The task of a full scan with shared scans on: the query's partials over the
+    partitions of ``request``, read in this worker's convoy of them with the other full
+    scans of those partitions running here (``dispatch.scans``), and over the orphans
+    (the ``orphans`` statement) when this group has them."""
+    scans = worker_scans(spec, options)
+    try:
+        with _TaggedEngine(worker_engine(spec), tag) as engine:
+            tables = [engine.query(orphans)] if orphans else []
+            tables += scans.partials(request, engine)
+    except duckdb.InterruptException:
+        return QueryFailed(QueryCancelled("the query was interrupted"))
+    except SkyshardError as exc:
+        return QueryFailed(exc)
     return pa.concat_tables(tables, promote_options="permissive")
 
 
@@ -404,6 +488,30 @@ def plan_batches(plan: QueryPlan, workers: Sequence[str], *,
     return batches, True
 
 
+@dataclass(frozen=True)
+class ScanBatch(Batch):
+    """A ``Batch`` of a full scan riding the workers' shared scans: ``request`` covers
+    the batch's partitions; ``orphans``, the statement over the table's orphans, is in
+    one batch (``run_scan``)."""
+
+    request: ScanRequest | None = None
+    orphans: str | None = None
+
+
+def scan_batches(plan: QueryPlan, info: TableInfo, workers: Sequence[str]) -> list[ScanBatch]:
+    """The tasks of ``plan``, a full scan of ``info`` (``scans.rides``) with shared scans
+    on: the same groups on the same workers as ``plan_batches`` (so that concurrent scans
+    of the table send each worker the same partitions, and meet in its convoy of them)."""
+    parts = plan.partitions or []
+    out = []
+    for i, group in enumerate(balanced_groups(parts, max(1, len(workers)))):
+        pairs = tuple((p.order, p.pixel) for p in group)
+        orphans = plan.parallel_sql([], orphans=True) if i == 0 and info.orphan_rows else None
+        out.append(ScanBatch(_worker_for(parts[0], i, workers), pairs, (),
+                             scan_request(plan, info, pairs), orphans))
+    return out
+
+
 def _worker_for(first: Partition | None, i: int, workers: Sequence[str]) -> str | None:
     if not workers:
         return None
@@ -499,23 +607,31 @@ def _placed_files(sql: str, plan: QueryPlan, placement: Placement) -> tuple[str,
 
 # --- a local cluster ---------------------------------------------------------------------
 
+#: Tasks a local cluster's worker runs at once: queries sent together run together on
+#: it (full scans meet in its shared scans; a cone does not wait behind a scan), and
+#: share its DuckDB's threads.
+SLOTS = 4
+
+
 
 class LocalDaskCluster:
-    """A ``LocalCluster`` of ``workers`` processes (one thread each) on this machine.
+    """A ``LocalCluster`` of ``workers`` processes on this machine, each running up to
+    ``slots`` tasks at once (``SLOTS``).
 
     ``DaskExecutor(workers=N)`` starts one of its own; to run several executors on one
     cluster (``skyshard serve``: its interactive and scan databases), start one here and
     give it to each as ``scheduler=``. ``threads`` and ``memory_limit`` are each worker's
-    DuckDB share of this machine's cores and memory. ``placement="replicas"``
+    DuckDB share of this machine's cores and memory (the tasks running at once on a
+    worker share its DuckDB's threads). ``placement="replicas"``
     (shared-nothing mode): the workers keep their copies below ``replica_dir`` (default:
     a temporary directory removed by ``close``). ``close()`` stops the workers;
     idempotent.
     """
 
     def __init__(self, workers: int, *, placement: str = "shared",
-                 replica_dir: str | os.PathLike | None = None) -> None:
-        if workers < 1:
-            raise UserError(f"workers must be at least 1, not {workers}")
+                 replica_dir: str | os.PathLike | None = None, slots: int = SLOTS) -> None:
+        if workers < 1 or slots < 1:
+            raise UserError(f"workers and slots must be at least 1, not {workers} and {slots}")
         from distributed.system import MEMORY_LIMIT
 
         self.workers = workers
@@ -531,7 +647,7 @@ class LocalDaskCluster:
         try:
             with dask.config.set(config):  # the nannies pass it on to their workers
                 self.cluster: LocalCluster | None = LocalCluster(
-                    n_workers=workers, threads_per_worker=1, processes=True,
+                    n_workers=workers, threads_per_worker=slots, processes=True,
                     dashboard_address=None)
         except BaseException:
             self.close()
@@ -590,7 +706,9 @@ class DaskExecutor:
                  timeout: float | None = None, connect_timeout: float = 10.0,
                  placement: str = "shared", replication: int | None = None,
                  replica_dir: str | os.PathLike | None = None,
-                 storage_options: Mapping[str, Any] | None = None) -> None:
+                 storage_options: Mapping[str, Any] | None = None,
+                 shared_scans: bool = False,
+                 scan_options: Mapping[str, float] | None = None) -> None:
         if workers is not None and scheduler is not None:
             raise UserError("give either workers (a local cluster) or scheduler (an existing "
                             "cluster), not both")
@@ -611,6 +729,8 @@ class DaskExecutor:
         dirs = tuple(sorted(str(remote.catalog_root(str(d)) if remote.is_url(str(d))
                                 else Path(d).resolve()) for d in (data_dirs or [self.root])))
         self.fragment_partitions = fragment_partitions
+        self.shared_scans = shared_scans
+        self.scan_options = tuple(sorted((scan_options or {}).items()))
         self.retries = retries
         self.timeout = timeout
         self.connect_timeout = connect_timeout
@@ -659,11 +779,31 @@ class DaskExecutor:
     def run(self, plan: QueryPlan, *, max_rows: int | None = None) -> pa.Table:
         if self.replica_spec is not None:
             return self._run_on_replicas(plan, max_rows)
+        info = self._rides(plan)
+        if info is not None:
+            try:
+                partials = self._gather(scan_batches(plan, info, self.workers()), None)
+                return self._merged(plan, partials, max_rows)
+            except SqlError as exc:
+                # A statement the split made may fail where the whole query does not
+                # (a function it cannot split): the usual statements decide.
+                log.warning("shared scan of %s failed (%s); running it as usual",
+                            info.name, exc)
         batches, merge = plan_batches(plan, self.workers(),
                                       fragment_partitions=self.fragment_partitions)
         if not merge:
             return named(self._gather(batches, max_rows)[0], plan)
-        partials = self._gather(batches, None)
+        return self._merged(plan, self._gather(batches, None), max_rows)
+
+    def _rides(self, plan: QueryPlan) -> TableInfo | None:
+        """The table whose shared scans ``plan`` rides on the workers (``scans.rides``),
+        or None."""
+        if not self.shared_scans or self.fragment_partitions is not None:
+            return None
+        return rides(plan, **{k: v for k, v in self.scan_options if k == "min_rows"})
+
+    def _merged(self, plan: QueryPlan, partials: list[pa.Table],
+                max_rows: int | None) -> pa.Table:
         combined = pa.concat_tables(partials, promote_options="permissive")
         merged = self.engine.query(plan.merge_sql(), tables={PARTIALS: combined},
                                    max_rows=max_rows)
@@ -696,7 +836,7 @@ class DaskExecutor:
         """Submit one task per batch; their tables, in batch order."""
         remote = self.remote_query()
         tag = remote.tag
-        futures = [self.client.submit(run_batch, self.spec, b.statements, max_rows, tag,
+        futures = [self.client.submit(*self._task(b, max_rows, tag),
                                       key=f"skyshard-{tag}-{i}", pure=False,
                                       workers=[b.worker] if b.worker else None,
                                       allow_other_workers=True, retries=self.retries)
@@ -723,6 +863,16 @@ class DaskExecutor:
                 self._cancel(futures)
         return [results[i] for i in range(len(batches))]
 
+    def scan_stats(self) -> dict[str, dict[str, int]]:
+        """Worker address -> the counters of its shared scans (``SharedScans.stats``)."""
+        return self.client.run(worker_scan_stats)
+
+    def _task(self, b: Batch, max_rows: int | None, tag: str) -> tuple:
+        """The function and arguments of the task running ``b``."""
+        if isinstance(b, ScanBatch):
+            return run_scan, self.spec, b.request, b.orphans, self.scan_options, tag
+        return run_batch, self.spec, b.statements, max_rows, tag
+
     # --- shared-nothing mode ---------------------------------------------------------------
 
     def _run_on_replicas(self, plan: QueryPlan, max_rows: int | None) -> pa.Table:
@@ -735,10 +885,7 @@ class DaskExecutor:
             tables = run.gather(max_rows)
         if not run.merge:
             return named(tables[0], plan)
-        combined = pa.concat_tables(tables, promote_options="permissive")
-        merged = self.engine.query(plan.merge_sql(), tables={PARTIALS: combined},
-                                   max_rows=max_rows)
-        return named(merged, plan)
+        return self._merged(plan, tables, max_rows)
 
     def _place_new_version(self) -> None:
         """Place what a newly published version added (``replicas.place``: only missing
@@ -968,7 +1115,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-__all__ = ["Batch", "DaskExecutor", "EngineSpec", "LocalDaskCluster", "MissingFiles",
-           "ReplicaBatch",
-           "ReplicaSpec", "balanced_groups", "plan_batches", "replica_batches",
-           "run_batch", "run_replica_batch", "split_batches", "worker_engine"]
+__all__ = ["SLOTS", "Batch", "DaskExecutor", "EngineSpec", "LocalDaskCluster", "MissingFiles",
+           "ReplicaBatch", "ReplicaSpec", "ScanBatch", "balanced_groups", "plan_batches",
+           "replica_batches", "run_batch", "run_replica_batch", "run_scan", "scan_batches",
+           "split_batches", "worker_engine", "worker_scan_stats", "worker_scans"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from skyshard.dispatch.scans import SharedScans
+from skyshard.dispatch.scans import SharedScans, scan_request
 from skyshard.engine.duck import Engine
 from skyshard.errors import SqlError
 from skyshard.sql.plan import QueryPlan
@@ -45,7 +45,9 @@ class LocalExecutor:
             info = self.scans.rides(plan) if self.shared_scans and self.scans else None
             if info is not None:
                 try:
-                    partials = self.scans.partials(plan, info, self.engine)
+                    partials = [self.engine.query(plan.parallel_sql([], orphans=True))
+                                ] if info.orphan_rows else []
+                    partials += self.scans.partials(scan_request(plan, info), self.engine)
                     return self._merge(plan, partials, max_rows)
                 except SqlError as exc:
                     # A statement the split made may fail where the whole query does

@@ -46,9 +46,16 @@ wrap later), so one query's interrupt never stops a pass others wait for. When a
 shared pass fails, its queries read that unit themselves and ride on: a query's own
 error (a bad cast, an unreadable file) then fails that query only.
 
+The convoys work on ``ScanRequest`` values, not on plans: a request names the files of
+the partitions to scan, the columns the query uses and its statement over the shared
+relation. So they run where the files are read: in this process (``LocalExecutor``) or
+on each Dask worker, over the partitions the query sends there (``DaskExecutor``; a full
+scan sends the same partitions to the same worker every time, so concurrent scans of a
+table meet in the same convoys).
+
 >>> scans = SharedScans(engine)                                 # doctest: +SKIP
 >>> info = scans.rides(plan)  # None: run it as usual           # doctest: +SKIP
->>> partials = scans.partials(plan, info, engine)               # doctest: +SKIP
+>>> partials = scans.partials(scan_request(plan, info), engine)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -57,8 +64,8 @@ import atexit
 import threading
 import time
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Self
 
 import duckdb
@@ -68,8 +75,7 @@ from sqlglot import exp
 from skyshard.catalog.model import TableInfo
 from skyshard.engine.duck import Engine
 from skyshard.errors import InternalError
-from skyshard.sql.plan import QueryPlan
-from skyshard.storage import layout
+from skyshard.sql.plan import QueryPlan, parquet_source
 
 #: The registered name of the unit being scanned, in each query's parallel statement.
 SCANNED = "__skyshard_scan"
@@ -116,6 +122,15 @@ def full_scan_table(plan: QueryPlan) -> TableInfo | None:
     return info if plan.split is not None else None
 
 
+def rides(plan: QueryPlan, min_rows: int = DEFAULT_MIN_ROWS) -> TableInfo | None:
+    """The table whose shared scan ``plan`` rides: a full scan (``full_scan_table``) of a
+    table of ``min_rows`` rows or more; None: the query runs as usual."""
+    refs = plan.analysis.refs
+    if len(refs) != 1 or sum(p.rows for p in refs[0].info.partitions) < min_rows:
+        return None
+    return full_scan_table(plan)
+
+
 def needed_columns(plan: QueryPlan, info: TableInfo) -> frozenset[str]:
     """The table's columns the parallel statement uses (table spelling)."""
     assert plan.split is not None
@@ -125,35 +140,91 @@ def needed_columns(plan: QueryPlan, info: TableInfo) -> frozenset[str]:
 
 
 @dataclass(frozen=True)
+class ScanPart:
+    """One partition a shared scan reads: its file and row count."""
+
+    order: int
+    pixel: int
+    rows: int
+    file: str
+
+
+@dataclass(frozen=True)
+class ScanRequest:
+    """What one full-scan query asks of a convoy (picklable: Dask sends it to workers).
+
+    ``parts``: the partitions to read, in sky order; ``columns``: the table's columns the
+    query uses; ``widths``: bytes per value of every column of the table (name, width),
+    to judge overlaps; ``over``: the query's parallel statement over the shared relation
+    ``SCANNED`` (``QueryPlan.parallel_sql_over``).
+    """
+
+    table: str
+    parts: tuple[ScanPart, ...]
+    columns: frozenset[str]
+    widths: tuple[tuple[str, int], ...]
+    over: str
+
+    @property
+    def rows(self) -> int:
+        return sum(p.rows for p in self.parts)
+
+    def own_sql(self, parts: Sequence[ScanPart]) -> str:
+        """The query's statement reading ``parts`` itself (not shared): ``over`` with the
+        relation bound to their files; DuckDB inlines it, so it reads only the query's
+        columns and pushes its filters into the scan, as ``parallel_sql`` does."""
+        source = parquet_source([p.file for p in parts])
+        return f'WITH "{SCANNED}" AS {source} {self.over}'
+
+
+def scan_request(plan: QueryPlan, info: TableInfo,
+                 partitions: Sequence[tuple[int, int]] | None = None) -> ScanRequest:
+    """The request of ``plan``, a full scan of ``info`` (``full_scan_table``), for
+    ``partitions`` (default: all; orphans are never part of it)."""
+    files = plan.partition_files(info)
+    wanted = set(files) if partitions is None else set(partitions)
+    parts = tuple(ScanPart(p.order, p.pixel, p.rows, files[(p.order, p.pixel)])
+                  for p in sorted(info.partitions, key=lambda p: p.range29[0])
+                  if (p.order, p.pixel) in wanted)
+    widths = tuple((name, _width(t)) for name, t in info.columns)
+    return ScanRequest(info.name, parts, needed_columns(plan, info), widths,
+                       plan.parallel_sql_over(SCANNED))
+
+
+@dataclass(frozen=True)
 class Unit:
     """Consecutive partitions a convoy reads at once."""
 
     index: int
-    partitions: tuple[tuple[int, int], ...]
-    rows: int
+    parts: tuple[ScanPart, ...]
+
+    @property
+    def rows(self) -> int:
+        return sum(p.rows for p in self.parts)
+
+    @property
+    def partitions(self) -> tuple[tuple[int, int], ...]:
+        return tuple((p.order, p.pixel) for p in self.parts)
 
 
-def units_of(info: TableInfo, unit_rows: int) -> list[Unit]:
-    """The table's partitions in sky order, cut into units of about ``unit_rows`` rows.
+def units_of(parts: Sequence[ScanPart], unit_rows: int) -> list[Unit]:
+    """``parts`` (in sky order) cut into units of about ``unit_rows`` rows.
 
-    >>> from skyshard.catalog.model import Partition, TableKind
-    >>> t = TableInfo("T", TableKind.DIRECTOR, (("a", "int64"),),
-    ...               partitions=(Partition(1, 3, 5), Partition(1, 1, 5), Partition(1, 2, 5)))
-    >>> [u.partitions for u in units_of(t, 8)]
+    >>> ps = [ScanPart(1, i, 5, f"{i}.parquet") for i in (1, 2, 3)]
+    >>> [u.partitions for u in units_of(ps, 8)]
     [((1, 1), (1, 2)), ((1, 3),)]
     """
     units: list[Unit] = []
-    current: list[tuple[int, int]] = []
-    rows = total = 0
-    for p in sorted(info.partitions, key=lambda p: p.range29[0]):
-        current.append((p.order, p.pixel))
-        rows += p.rows
+    current: list[ScanPart] = []
+    total = 0
+    for p in parts:
+        current.append(p)
         total += p.rows
         if total >= (len(units) + 1) * unit_rows:  # cut at multiples of unit_rows
-            units.append(Unit(len(units), tuple(current), rows))
-            current, rows = [], 0
+            units.append(Unit(len(units), tuple(current)))
+            current = []
     if current:
-        units.append(Unit(len(units), tuple(current), rows))
+        units.append(Unit(len(units), tuple(current)))
     return units
 
 
@@ -171,11 +242,9 @@ class _Offer:
 
 @dataclass(eq=False)
 class _Member:
-    """One query in a convoy: the columns it uses and its parallel statement over the
-    shared relation."""
+    """One query in a convoy: its request and the units it still needs."""
 
-    columns: frozenset[str]
-    over: str
+    request: ScanRequest
     remaining: set[int]
     offer: _Offer | None = None
     gone: bool = False
@@ -183,11 +252,12 @@ class _Member:
 
 @dataclass(eq=False)
 class _Convoy:
-    """The scan of one table (one version of it) and the queries riding it."""
+    """The scan of some partitions of one table (one version of it: the key is their
+    files) and the queries riding it."""
 
-    key: tuple
-    info: TableInfo
-    root: Path
+    key: tuple[str, tuple[str, ...]]
+    table: str
+    widths: dict[str, int]
     units: list[Unit]
     members: list[_Member] = field(default_factory=list)
     position: int = 0
@@ -238,14 +308,8 @@ class SharedScans:
             return dict(self._stats)
 
     def rides(self, plan: QueryPlan) -> TableInfo | None:
-        """The table whose convoy ``plan`` rides: a full scan (``full_scan_table``) of a
-        table of ``min_rows`` rows or more; None: the query runs as usual (always, once
-        closed)."""
-        refs = plan.analysis.refs
-        if self._closed or len(refs) != 1 or \
-                sum(p.rows for p in refs[0].info.partitions) < self.min_rows:
-            return None
-        return full_scan_table(plan)
+        """``rides(plan, min_rows)``; always None once closed."""
+        return None if self._closed else rides(plan, self.min_rows)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Stop the convoys (queries riding one fail with ``InternalError``) and wait up to
@@ -259,43 +323,40 @@ class SharedScans:
         for t in threads:
             t.join(max(0.0, deadline - time.monotonic()))
 
-    def units(self, info: TableInfo) -> list[Unit]:
-        """How a convoy cuts ``info``: units of ``unit_rows`` rows, smaller if that makes
-        fewer than ``MIN_UNITS``."""
-        rows = sum(p.rows for p in info.partitions)
-        return units_of(info, max(1, min(self.unit_rows, -(-rows // MIN_UNITS))))
+    def units(self, request: ScanRequest) -> list[Unit]:
+        """How a convoy cuts the partitions of ``request``: units of ``unit_rows`` rows,
+        smaller if that makes fewer than ``MIN_UNITS``."""
+        rows = request.rows
+        return units_of(request.parts, max(1, min(self.unit_rows, -(-rows // MIN_UNITS))))
 
-    def position(self, info: TableInfo) -> int | None:
-        """The unit the convoy of ``info`` is at (None: no convoy)."""
+    def position(self, table: str) -> int | None:
+        """The unit a convoy of ``table`` is at (None: no convoy)."""
         with self._cond:
             for c in self._convoys.values():
-                if c.info == info:
+                if c.table == table:
                     return c.position
         return None
 
-    def partials(self, plan: QueryPlan, info: TableInfo, engine: Engine) -> list[pa.Table]:
-        """The parallel statement's results over every partition (and the orphans) of
-        ``info``, which ``plan`` scans in full (``full_scan_table``); run on this thread
-        with cursors from ``engine``."""
+    def partials(self, request: ScanRequest, engine: Engine) -> list[pa.Table]:
+        """The results of the query's parallel statement over the partitions of
+        ``request``; run on this thread with cursors from ``engine`` (any object with
+        the ``cursor`` and ``query`` methods of ``Engine``)."""
         out: list[pa.Table] = []
-        if info.orphan_rows:
-            out.append(engine.query(plan.parallel_sql([], orphans=True)))
         with _Sentinel(engine) as sentinel:
-            convoy, member = self._join(plan, info)
+            convoy, member = self._join(request)
             try:
                 while member.remaining:
                     offer = self._next_offer(convoy, member, sentinel)
                     if offer.rest:  # on its own from here: every unit left, at once
                         rest = [pp for u in convoy.units if u.index in member.remaining
-                                for pp in u.partitions]
-                        out.append(engine.query(plan.parallel_sql(rest, orphans=False)))
+                                for pp in u.parts]
+                        out.append(engine.query(request.own_sql(rest)))
                         break
                     try:
                         if offer.partials is not None:
                             out.append(offer.partials[member])
                         else:  # the shared pass failed: this unit alone
-                            sql = plan.parallel_sql(offer.unit.partitions, orphans=False)
-                            out.append(engine.query(sql))
+                            out.append(engine.query(request.own_sql(offer.unit.parts)))
                     finally:
                         self._done_with(member, offer)
                         offer = None
@@ -306,22 +367,22 @@ class SharedScans:
 
     # --- the query's side -----------------------------------------------------------
 
-    def _join(self, plan: QueryPlan, info: TableInfo) -> tuple[_Convoy, _Member]:
-        key = (str(plan.root), info)
+    def _join(self, request: ScanRequest) -> tuple[_Convoy, _Member]:
+        key = (request.table, tuple(p.file for p in request.parts))
         with self._cond:
             convoy = self._convoys.get(key)
             if convoy is None:
-                convoy = _Convoy(key, info, plan.root, self.units(info))
+                convoy = _Convoy(key, request.table, dict(request.widths),
+                                 self.units(request))
                 self._convoys[key] = convoy
-            member = _Member(needed_columns(plan, info), plan.parallel_sql_over(SCANNED),
-                             {u.index for u in convoy.units})
+            member = _Member(request, {u.index for u in convoy.units})
             convoy.members.append(member)
             self._stats["queries"] += 1
             self._cond.notify_all()  # a lingering convoy wakes up
             if convoy.thread is None:
                 self._stats["convoys"] += 1
                 convoy.thread = threading.Thread(target=self._drive, args=(convoy,),
-                                                 name=f"skyshard-scan-{info.name}", daemon=True)
+                                                 name=f"skyshard-scan-{request.table}", daemon=True)
                 convoy.thread.start()
             return convoy, member
 
@@ -396,7 +457,7 @@ class SharedScans:
     def _stop(self, convoy: _Convoy, cause: BaseException | None = None) -> None:
         """Under the lock: end the convoy; its members fail."""
         why = "the executor was closed" if cause is None else f"{type(cause).__name__}: {cause}"
-        convoy.failure = InternalError(f"shared scan of {convoy.info.name} stopped: {why}")
+        convoy.failure = InternalError(f"shared scan of {convoy.table} stopped: {why}")
         convoy.failure.__cause__ = cause
         self._retire(convoy)
         self._cond.notify_all()
@@ -446,7 +507,7 @@ class SharedScans:
         each goes on alone. When the shared pass fails, each reads this unit itself (and
         meets its own error, if any: a bad query fails alone) and rides on. None: the
         shared pass was interrupted."""
-        if not self._worth_sharing(convoy.info, riders):
+        if not self._worth_sharing(convoy.widths, riders):
             return _Offer(unit, rest=True)
         try:
             partials = self._shared_pass(convoy, unit, riders)
@@ -460,16 +521,15 @@ class SharedScans:
             self._stats["shared_reads"] += 1
         return _Offer(unit, partials)
 
-    def _worth_sharing(self, info: TableInfo, riders: list[_Member]) -> bool:
+    def _worth_sharing(self, width: dict[str, int], riders: list[_Member]) -> bool:
         """Two riders or more, reading separately at least ``min_overlap`` times the bytes
         per row of the union of their columns."""
         if len(riders) < 2:
             return False
-        width = dict(zip(info.column_names, (_width(t) for _, t in info.columns)))
-        union = set().union(*(m.columns for m in riders))
+        union = set().union(*(m.request.columns for m in riders))
         if not union:
             return False  # COUNT(*) alone: Parquet footers answer it
-        apart = sum(width[c] for m in riders for c in m.columns)
+        apart = sum(width[c] for m in riders for c in m.request.columns)
         return apart >= self.min_overlap * sum(width[c] for c in union)
 
     def _shared_pass(self, convoy: _Convoy, unit: Unit,
@@ -477,16 +537,11 @@ class SharedScans:
         """One DuckDB statement: the unit's files read once (the union of the riders'
         columns, projected, materialised), every rider's parallel statement over that,
         each rider's rows packed into a list of structs."""
-        info = convoy.info
-        columns = set().union(*(m.columns for m in riders))
-        names = [c for c in info.column_names if c in columns] or [info.column_names[0]]
-        base = Path(info.path)
-        base = base if base.is_absolute() else convoy.root / base
-        files = [layout.partition_path(str(base / layout.DATASET), order, pixel)
-                 for order, pixel in unit.partitions]
-        listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+        columns = set().union(*(m.request.columns for m in riders))
+        names = [c for c in convoy.widths if c in columns] or [next(iter(convoy.widths))]
+        listing = ", ".join("'" + p.file.replace("'", "''") + "'" for p in unit.parts)
         cols = ", ".join('"' + c.replace('"', '""') + '"' for c in names)
-        each = ", ".join(f"(SELECT list(__r) FROM ({m.over}) AS __r) AS __q{i}"
+        each = ", ".join(f"(SELECT list(__r) FROM ({m.request.over}) AS __r) AS __q{i}"
                          for i, m in enumerate(riders))
         table = self.engine.query(
             f'WITH "{SCANNED}" AS MATERIALIZED (SELECT {cols} FROM read_parquet([{listing}], '
@@ -562,4 +617,5 @@ class _Sentinel:
             self._cursor.close()
 
 
-__all__ = ["SCANNED", "SharedScans", "Unit", "full_scan_table", "needed_columns", "units_of"]
+__all__ = ["SCANNED", "ScanPart", "ScanRequest", "SharedScans", "Unit", "full_scan_table",
+           "needed_columns", "rides", "scan_request", "units_of"]

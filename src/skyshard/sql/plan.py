@@ -167,8 +167,7 @@ class QueryPlan:
         if info.kind is TableKind.REPLICATED:
             return _scan([str(self._abs(info.path))], hidden=False)
         base = self._abs(info.path)
-        files = [layout.partition_path(str(base / layout.DATASET), p.order, p.pixel)
-                 for p in info.partitions if (p.order, p.pixel) in wanted]
+        files = [f for pair, f in self.partition_files(info).items() if pair in wanted]
         if margin and info.margin_path:
             mbase = self._abs(info.margin_path)
             files += [layout.partition_path(str(mbase / layout.DATASET), p.order, p.pixel)
@@ -178,6 +177,13 @@ class QueryPlan:
         if not files:
             files = [str(base / layout.DATASET / "_common_metadata")]
         return _scan(files, hidden=True, extra=extra or {}, where=where)
+
+    def partition_files(self, info: TableInfo) -> dict[tuple[int, int], str]:
+        """The data file of each partition of ``info`` (order, pixel), in the table's
+        order, as the statements name them."""
+        dataset = str(self._abs(info.path) / layout.DATASET)
+        return {(p.order, p.pixel): layout.partition_path(dataset, p.order, p.pixel)
+                for p in info.partitions}
 
     def _abs(self, path: str) -> Path:
         p = Path(path)
@@ -309,6 +315,16 @@ def _choose_partitions(a: Analysis, key_lookup: KeyLookup):
 
 
 # --- small pieces ---------------------------------------------------------------------------
+
+
+def parquet_source(files: list[str]) -> str:
+    """A parenthesised DuckDB scan of a partitioned table's ``files``, as the statements
+    read them (every column but the hidden ``_healpix_29``).
+
+    >>> parquet_source(["a.parquet"])
+    "(SELECT * EXCLUDE (_healpix_29) FROM read_parquet(['a.parquet'], hive_partitioning = false))"
+    """
+    return _scan(files, hidden=True)
 
 
 def _scan(files: list[str], *, hidden: bool, extra: dict[str, str] | None = None,
