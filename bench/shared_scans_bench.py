@@ -3,6 +3,7 @@
 off and on, and the same 4 queries one at a time (what a lone full scan pays).
 
     python bench/shared_scans_bench.py [--objects N | --catalog DIR] [--reps 5]
+                                       [--executor local|dask] [--workers 2]
                                        [--storage local|s3] [--cold] [--no-alone]
                                        [--unit-rows R] [--min-overlap X]
                                        [--workloads photometry,mixed,sources] [--no-record]
@@ -16,6 +17,11 @@ executors, each repetition the 4 queries started together on 4 threads (wall tim
 the last one ends, and the process CPU time: every DuckDB thread included), then the same
 queries one after another (not with ``--no-alone``). Every result of the shared executor
 is compared with the other's (same rows, any order, floats to 1e-9 relative).
+
+``--executor dask``: the same on a local Dask cluster of ``--workers`` processes
+(``LocalDaskCluster``, shared storage): ``DaskExecutor(shared_scans=False)`` against
+``DaskExecutor(shared_scans=True)`` on that one cluster (each worker's convoys scan the
+partitions full scans send it). CPU time is then this process's plus the workers'.
 
 Where the files are read from:
 
@@ -95,9 +101,30 @@ WORKLOADS: dict[str, tuple[str, list[str]]] = {
 TARGET = 1.5
 
 
+#: Worker processes whose CPU time counts with this process's (``--executor dask``).
+WORKER_PIDS: list[int] = []
+
+
 def cpu_s() -> float:
+    """CPU seconds of this process, and of the Dask workers when there are some."""
     r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+    total = r.ru_utime + r.ru_stime
+    for pid in WORKER_PIDS:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def scan_stats(executor) -> dict[str, int]:
+    """The shared-scan counters of ``executor`` (a Dask one's: summed over its workers)."""
+    if hasattr(executor, "scan_stats"):
+        out: dict[str, int] = {}
+        for stats in executor.scan_stats().values():
+            for k, v in stats.items():
+                out[k] = out.get(k, 0) + v
+        return out
+    return dict(executor.scans.stats)
 
 
 # --- where the files are read from ------------------------------------------------------
@@ -318,7 +345,7 @@ def run_workload(db, off, on, name: str, reps: int, storage: Storage, alone: boo
           flush=True)
     _, _, want = one_by_one(db, off, sqls)  # warm-up and the reference rows
     one_by_one(db, on, sqls)
-    before = dict(on.scans.stats)
+    before = scan_stats(on)
 
     def check(got: list, how: str, rep: int) -> None:
         for i, (g, w) in enumerate(zip(got, want)):
@@ -350,7 +377,7 @@ def run_workload(db, off, on, name: str, reps: int, storage: Storage, alone: boo
             line += "; together read off " + _io_text(io["off"][-1]) + ", on " + \
                 _io_text(io["on"][-1])
         print(line, flush=True)
-    after = on.scans.stats
+    after = scan_stats(on)
     r["scan_stats"] = {k: after[k] - before.get(k, 0) for k in after}
     keys = ("together", "together_cpu", "alone", "alone_cpu") if alone else \
         ("together", "together_cpu")
@@ -382,14 +409,26 @@ def load() -> str:
     return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def units(db, scans, table: str) -> int:
+    """How many units a convoy over all of ``table`` makes."""
+    from skyshard.dispatch.scans import scan_request
+
+    return len(scans.units(scan_request(db.plan(f"SELECT COUNT(*) FROM {table}"),
+                                        db.tables[table])))
+
+
 def section(args, res: dict, catalog: Path, db, scans, storage: Storage, m: dict,
             v: dict) -> str:
     now = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     cmd = "python bench/shared_scans_bench.py " + " ".join(args.argv)
+    dask = args.executor == "dask"
     tables = ", ".join(
-        f"{t} {db.tables[t].rows:,} rows / {len(db.tables[t].partitions)} partitions / "
-        f"{len(scans.units(db.tables[t]))} units"
+        f"{t} {db.tables[t].rows:,} rows / {len(db.tables[t].partitions)} partitions"
+        + ("" if dask else f" / {units(db, scans, t)} units")
         for t in sorted({WORKLOADS[w][0] for w in res["workloads"]}))
+    if dask:
+        tables += (f"; each of the {args.workers} workers cuts the partitions a full scan "
+                   f"sends it into units (at least {res['min_units']})")
     alone = not args.no_alone
     metered_io = any(res[n]["together_io"]["off"][0] for n in res["workloads"])
     lines = [
@@ -410,10 +449,17 @@ def section(args, res: dict, catalog: Path, db, scans, storage: Storage, m: dict
         "steadier.",
         f"- {args.reps} repetitions, medians; 'together' = the 4 queries started at once on 4 "
         "threads (wall time to the last result; CPU = the process's CPU time, all DuckDB "
-        "threads)" + ("; 'one by one' = the same 4 queries in sequence (a lone full scan's "
-                      "cost)" if alone else "") + ". "
-        "Off: `LocalExecutor(shared_scans=False)`, each query one DuckDB statement over its "
-        "files; on: the default executor.",
+        "threads" + (", plus the Dask workers' CPU time" if dask else "") + ")"
+        + ("; 'one by one' = the same 4 queries in sequence (a lone full scan's "
+           "cost)" if alone else "") + ". "
+        + (f"Executors: a `LocalDaskCluster` of {args.workers} worker processes "
+           f"({res['cluster']}); off: `DaskExecutor(shared_scans=False)` (one task per "
+           "worker per query, one DuckDB statement over that worker's partitions); on: "
+           "`DaskExecutor(shared_scans=True)` (each task rides its worker's convoy of those "
+           "partitions). Both on the same cluster."
+           if dask else
+           "Off: `LocalExecutor(shared_scans=False)`, each query one DuckDB statement over "
+           "its files; on: the default executor."),
         "",
     ]
     head = ["workload", "table", "columns: shared read / read separately", "together off s",
@@ -486,6 +532,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--min-overlap", type=float, default=None,
                     help="share a unit when the queries' columns overlap this much "
                          "(default: skyshard's)")
+    ap.add_argument("--executor", choices=("local", "dask"), default="local",
+                    help="run the queries in this process, or on a local Dask cluster")
+    ap.add_argument("--workers", type=int, default=2,
+                    help="--executor dask: worker processes of the local cluster")
+    ap.add_argument("--gather-s", type=float, default=None,
+                    help="seconds an idle convoy waits for queries sent together "
+                         "(default: skyshard's)")
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args(argv)
@@ -497,7 +550,7 @@ def main(argv: list[str] | None = None) -> None:
                          "memory)")
 
     from skyshard.dispatch.local import LocalExecutor
-    from skyshard.dispatch.scans import DEFAULT_UNIT_ROWS, SharedScans
+    from skyshard.dispatch.scans import DEFAULT_UNIT_ROWS, MIN_UNITS, SharedScans
 
     catalog = (args.catalog or args.workdir / f"catalog-{args.objects}-seed{args.seed}").resolve()
     if not (catalog / "skyshard.json").exists():
@@ -514,32 +567,55 @@ def main(argv: list[str] | None = None) -> None:
                         if args.storage == "s3" else
                         ColdLocal(catalog) if args.cold else Storage(catalog))
     mode = args.storage + (", cold" if args.cold else ", warm" if args.storage == "local" else "")
+    cluster = None
+    if args.executor == "dask" and args.storage != "local":
+        raise SystemExit("--executor dask is measured on --storage local")
     try:
         db = storage.open(memory_limit=args.memory_limit)
-        off = LocalExecutor(db.engine, shared_scans=False)
-        tuning = {} if args.min_overlap is None else {"min_overlap": args.min_overlap}
-        on = LocalExecutor(db.engine, scans=SharedScans(db.engine, unit_rows=unit_rows,
-                                                        **tuning))
+        tuning = {k: v for k, v in (("min_overlap", args.min_overlap),
+                                    ("gather_s", args.gather_s)) if v is not None}
+        scans = SharedScans(db.engine, unit_rows=unit_rows, **tuning)
+        if args.executor == "dask":
+            from skyshard.dispatch.dask_executor import SLOTS, DaskExecutor, LocalDaskCluster
+
+            cluster = LocalDaskCluster(args.workers)
+            common = dict(scheduler=cluster, engine=db.engine, data_dirs=[catalog])
+            off = DaskExecutor(catalog, **common)
+            on = DaskExecutor(catalog, shared_scans=True,
+                              scan_options={"unit_rows": unit_rows} | tuning, **common)
+            WORKER_PIDS[:] = sorted(set(on.client.run(os.getpid).values()))
+        else:
+            off = LocalExecutor(db.engine, shared_scans=False)
+            on = LocalExecutor(db.engine, scans=scans)
         if args.memory_limit:
             mode += f", DuckDB memory limit {args.memory_limit}"
         res: dict = {"workloads": names, "storage": mode, "load_before": load(),
-                     "unit_rows": unit_rows,
-                     "min_overlap": on.scans.min_overlap}
+                     "unit_rows": unit_rows, "min_overlap": scans.min_overlap,
+                     "executor": args.executor, "min_units": MIN_UNITS}
+        if cluster is not None:
+            mode += f"; Dask, {args.workers} workers"
+            res["storage"] = mode
+            res["cluster"] = (f"{cluster.threads} DuckDB thread(s) and "
+                              f"{cluster.memory_limit} each, {SLOTS} task slots")
         if isinstance(storage, S3):
             res["upload_s"] = storage.upload_s
         for name in names:
             res[name] = run_workload(db, off, on, name, args.reps, storage, not args.no_alone)
         res["load_after"] = load()
         on.close()
+        off.close()
         db.close()
     finally:
+        if cluster is not None:
+            cluster.close()
         storage.close()
-    tag = args.storage + ("-cold" if args.cold else "")
+    tag = args.storage + ("-cold" if args.cold else "") + \
+        ("-dask" if args.executor == "dask" else "")
     out = args.workdir / f"shared-scans-results-{catalog.name}-{tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1, default=str))
     m, v = core.machine(), core.versions()
-    text = section(args, res, catalog, db, on.scans, storage, m, v)
+    text = section(args, res, catalog, db, scans, storage, m, v)
     print("\n" + text)
     if not args.no_record:
         with open(HERE / "RESULTS.md", "a") as f:

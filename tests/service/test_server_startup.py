@@ -82,3 +82,17 @@ def test_scans_use_the_threads_they_are_given(served_catalog, tmp_path):
         assert int(threads) == 1
     finally:
         srv.stop()
+
+
+def test_shared_scans_are_a_setting_of_the_scan_lane(served_catalog, tmp_path):
+    srv = start_server(served_catalog, tmp_path / "results", limits={"shared_scans": True})
+    try:
+        assert srv.service.scan_db.executor.wrapped.scans is not None
+        assert srv.service.db.executor.wrapped.scans is None  # interactive queries: never
+    finally:
+        srv.stop()
+    srv = start_server(served_catalog, tmp_path / "results")
+    try:
+        assert srv.service.scan_db.executor.wrapped.scans is None  # off by default
+    finally:
+        srv.stop()

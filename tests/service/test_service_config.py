@@ -66,6 +66,8 @@ def test_authentication_is_required_unless_anonymous(tmp_path):
      "resident_share must be between 0"),
     ("catalog = 'x'\nallow_anonymous = true\n[limits]\nscan_threads = -2\n",
      "scan_threads must be 0"),
+    ("catalog = 'x'\nallow_anonymous = true\n[limits]\nshared_scans = 'no'\n",
+     "shared_scans must be true or false, not 'no'"),
 ])
 def test_bad_files(tmp_path, text, message):
     path = tmp_path / "serve.toml"

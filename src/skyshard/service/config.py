@@ -26,6 +26,7 @@ A TOML file (all keys optional; command-line options override it)::
     interactive_partitions = 10  # a query reading more partitions is a full scan
     scan_nice = 19               # how much lower the scans' CPU priority is (0: same; Linux)
     scan_threads = 3             # DuckDB threads of the scans (default: the CPUs but one; 0: all)
+    shared_scans = false         # concurrent full scans of a big table share one pass over it
     resident_share = 0.25        # of the memory, for director tables' files kept in memory
     max_queued = 100
     memory_results_bytes = 268435456  # results kept in memory, above that spilled to Parquet
@@ -79,6 +80,9 @@ class Limits:
     #: interactive lane: scans at the lowest priority still slow a query on the same
     #: CPU's caches and memory bus, and share none of their threads' time with it.
     scan_threads: int = field(default_factory=lambda: max(1, cpus() - 1))
+    #: Full scans of a big table running at once (at most ``max_scans``) share their
+    #: reads (``dispatch.scans``), in this process or on the Dask workers.
+    shared_scans: bool = False
     #: The director tables' files are kept mapped in memory (``storage.resident``), up to
     #: this share of the machine's (or container's) memory; 0 turns it off.
     resident_share: float = 0.25
@@ -233,7 +237,7 @@ def load(path: str | Path | None = None, *, catalog: str | Path | None = None,
     lim.update({k: v for k, v in (limits or {}).items() if v is not None})
     _no_unknown(lim, {f.name for f in fields(Limits)}, "[limits]")
     try:
-        limit_values = replace(Limits(), **{k: type(getattr(Limits(), k))(v)
+        limit_values = replace(Limits(), **{k: _typed(k, getattr(Limits(), k), v)
                                             for k, v in lim.items()})
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"[limits]: {exc}") from exc
@@ -261,6 +265,15 @@ def load(path: str | Path | None = None, *, catalog: str | Path | None = None,
         limits=limit_values,
         cluster=cluster_values,
     )
+
+
+def _typed(name: str, default: object, value: object) -> object:
+    """``value`` as the type of ``default`` (a true/false stays one, never a string)."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false, not {value!r}")
+        return value
+    return type(default)(value)
 
 
 def _check_limits(limits: Limits) -> None:

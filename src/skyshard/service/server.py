@@ -144,9 +144,11 @@ class Server:
             self._owned.append(db)
             return db
 
+        shared = cfg.limits.shared_scans
         if not cluster.enabled:
             return open_db(), priority.run_lowered(
-                lambda: open_db(threads=cfg.limits.scan_threads or None), nice)
+                lambda: open_db(threads=cfg.limits.scan_threads or None, shared_scans=shared),
+                nice)
         try:
             from skyshard.dispatch.dask_executor import LocalDaskCluster
         except ImportError as exc:
@@ -165,7 +167,7 @@ class Server:
                      cluster.workers, self.cluster.address, time.perf_counter() - started)
         on_cluster = {"scheduler": target, "placement": cluster.placement,
                       "replication": cluster.replication}
-        scan_db = priority.run_lowered(lambda: open_db(**on_cluster), nice)
+        scan_db = priority.run_lowered(lambda: open_db(**on_cluster, shared_scans=shared), nice)
         db = open_db() if cluster.interactive_in_process else open_db(**on_cluster)
         for each in {id(db): db, id(scan_db): scan_db}.values():
             if hasattr(each.executor, "timeout"):
