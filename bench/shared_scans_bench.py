@@ -38,6 +38,9 @@ Where the files are read from:
 
 Workloads (4 queries each):
 
+- ``core-hv1``: the core benchmark's full scan of Object (``bench/core.py`` HV1, a
+  filtered COUNT/AVG) with four different cuts;
+- ``core-hv2``: its Source histogram (HV2, GROUP BY 2 keys) with four bin widths;
 - ``photometry``: Object, cuts and statistics on the same flux columns (the case shared
   scans are for: the queries read mostly the same columns);
 - ``mixed``: Object, four queries on mostly different columns (columnar files already
@@ -70,7 +73,16 @@ sys.path.insert(0, str(HERE))
 
 import core  # bench/core.py: result comparison, machine, versions
 
+#: The core benchmark's full scans (bench/core.py HV1, HV2), as four users would send them
+#: with cuts and bins of their own.
+_HV1 = ("SELECT COUNT(*) AS n, AVG(psfFlux_r) AS mean_r FROM Object "
+        "WHERE psfFlux_g > {}")
+_HV2 = ("SELECT filterName, FLOOR(psfFlux / {}) AS b, COUNT(*) AS n "
+        "FROM Source GROUP BY 1, 2")
+
 WORKLOADS: dict[str, tuple[str, list[str]]] = {
+    "core-hv1": ("Object", [_HV1.format(t) for t in (4028.0, 1000.0, 2000.0, 8000.0)]),
+    "core-hv2": ("Source", [_HV2.format(w) for w in (10000.0, 1000.0, 5000.0, 20000.0)]),
     "photometry": ("Object", [
         ("SELECT COUNT(*) AS n FROM Object "
          "WHERE psfFlux_g > 2 * psfFlux_r AND psfFlux_i > 0 AND psfFlux_u < psfFlux_z"),

@@ -87,8 +87,10 @@ def test_a_lone_full_scan_reads_its_own_files(sky_db, alone, scan_ex):
     before = totals(scan_ex)
     check_same(scan_ex.run(sky_db.plan(OBJECT_QUERIES[1])), OBJECT_QUERIES[1], sky_db, alone)
     after = totals(scan_ex)
-    assert after["shared_reads"] == before["shared_reads"]
-    assert after["queries"] - before["queries"] == 2
+    assert after["shared_reads"] == before.get("shared_reads", 0)
+    assert after["queries"] - before.get("queries", 0) == 2
+    # on each worker: its first unit alone (waiting for company), then the rest at once
+    assert after["own_reads"] - before.get("own_reads", 0) >= 2
 
 
 def test_off_by_default(sky_root, sky_db, alone):

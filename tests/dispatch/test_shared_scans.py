@@ -239,6 +239,25 @@ def test_lone_full_scan_reads_its_files(sky_db, alone):
     assert stats["shared_reads"] == 0 and stats["own_reads"] == stats["served"] > 2
 
 
+def test_a_scan_sent_just_after_a_lone_one_shares_with_it(sky_db, alone):
+    first, second = OBJECT_QUERIES[1], OBJECT_QUERIES[2]
+    gated = Gated(sky_db.engine)
+    ex = shared(gated)  # no gathering wait
+    t1, out1 = run_all(ex, sky_db, [first])
+    wait_for(lambda: gated.waiting == 1)  # its first unit, read alone, waits at the gate
+    t2, out2 = run_all(ex, sky_db, [second])
+    wait_for(lambda: ex.scans.stats["queries"] == 2)
+    gated.gate.set()
+    finish(t1 + t2)
+    check_same(out1[0], first, sky_db, alone)
+    check_same(out2[0], second, sky_db, alone)
+    units = len(ex.scans.units(request_of(sky_db, "Object")))
+    stats = ex.scans.stats
+    # Unit 0 by the first alone, the others shared, then unit 0 by the second alone.
+    assert stats["shared_reads"] == units - 1
+    assert stats["own_reads"] == 2 and stats["served"] == 2 * units
+
+
 @pytest.mark.parametrize("table", ["Object", "Source"])
 def test_concurrent_full_scans_share_reads(sky_db, alone, table):
     sqls = OBJECT_QUERIES if table == "Object" else SOURCE_QUERIES + [SOURCE_QUERIES[0]]

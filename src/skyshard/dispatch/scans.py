@@ -9,11 +9,14 @@ no join, no LIMIT) does not read the files in one statement. It joins the table'
   DuckDB statement: the unit's files read once (the union of the columns the queries
   use, projected, materialised) and every query's parallel statement over that
   (``QueryPlan.parallel_sql_over``), each query's partial rows packed into a list;
-- otherwise (one query, or columns that overlap too little) each of them leaves the
-  convoy and reads every unit it still needs itself, on its own thread, in one
-  statement (its ordinary parallel statement, only its own columns): a lone full scan
-  costs one statement and a merge, as with ``fragment_partitions``. So a query that
-  scans alone is not joined by later ones (those share with each other).
+- a query alone in the convoy reads its first unit itself and stays aboard, so that
+  queries sent a little after it (a Dask worker receives scans sent together some
+  milliseconds apart) share the next units with it;
+- otherwise (still alone at its next unit, or columns that overlap too little) each of
+  them leaves the convoy and reads every unit it still needs itself, on its own thread,
+  in one statement (its ordinary parallel statement, only its own columns): a lone full
+  scan costs two statements and a merge. So a query that scans alone is not joined by
+  later ones (those share with each other).
 
 "Enough": the bytes per row the queries would read separately are at least
 ``min_overlap`` times those of the union. Parquet is columnar, so separate reads
@@ -91,10 +94,9 @@ DEFAULT_MIN_OVERLAP = 2.0
 #: Seconds between two checks of a waiting query's sentinel (interrupt latency).
 DEFAULT_POLL_S = 0.05
 #: Seconds an idle convoy waits, when a query comes, for others sent at the same time.
-#: On a Dask cluster 10 ms was too short: the first of 4 scans sent at once often scanned
-#: alone (``bench/shared_scans_bench.py --executor dask``: 50 units read alone, 18 shared;
-#: with 50 ms, none alone). A full scan of a big table takes seconds.
-DEFAULT_GATHER_S = 0.05
+#: Kept short: a lone scan pays it (50 ms added 55 ms per lone scan of 10 M rows), and a
+#: query that arrives a little later still boards at the next unit.
+DEFAULT_GATHER_S = 0.01
 #: Seconds a convoy's thread waits for the next query after its last one left.
 DEFAULT_LINGER_S = 1.0
 #: Never ends; a poll (one chunk of DuckDB's 2048 rows) costs about 0.25 ms.
@@ -251,6 +253,7 @@ class _Member:
     remaining: set[int]
     offer: _Offer | None = None
     gone: bool = False
+    tried_alone: bool = False  # it read a unit alone while waiting for company
 
 
 @dataclass(eq=False)
@@ -510,6 +513,9 @@ class SharedScans:
         each goes on alone. When the shared pass fails, each reads this unit itself (and
         meets its own error, if any: a bad query fails alone) and rides on. None: the
         shared pass was interrupted."""
+        if len(riders) == 1 and not riders[0].tried_alone:
+            riders[0].tried_alone = True  # only this thread reads or writes it
+            return _Offer(unit)  # this unit alone; scans sent with it may board meanwhile
         if not self._worth_sharing(convoy.widths, riders):
             return _Offer(unit, rest=True)
         try:
