@@ -224,7 +224,7 @@ def test_reads_are_shared_when_columns_overlap(sky_db, alone, sqls, shares):
     assert stats["served"] == 2 * units
     if shares:
         assert stats["shared_reads"] == units and stats["own_reads"] == 0
-    else:  # each went on alone at once
+    else:  # each read its first unit alone (in case others came), then went on alone
         assert stats["shared_reads"] == 0 and stats["own_reads"] == 2 * units
 
 

@@ -9,14 +9,14 @@ no join, no LIMIT) does not read the files in one statement. It joins the table'
   DuckDB statement: the unit's files read once (the union of the columns the queries
   use, projected, materialised) and every query's parallel statement over that
   (``QueryPlan.parallel_sql_over``), each query's partial rows packed into a list;
-- a query alone in the convoy reads its first unit itself and stays aboard, so that
-  queries sent a little after it (a Dask worker receives scans sent together some
-  milliseconds apart) share the next units with it;
-- otherwise (still alone at its next unit, or columns that overlap too little) each of
-  them leaves the convoy and reads every unit it still needs itself, on its own thread,
-  in one statement (its ordinary parallel statement, only its own columns): a lone full
-  scan costs two statements and a merge. So a query that scans alone is not joined by
-  later ones (those share with each other).
+- otherwise (one query, or columns that overlap too little) a query that never read a
+  unit alone reads this one itself and stays aboard, so that queries sent a little
+  after it (a Dask worker receives scans sent together milliseconds apart) share the
+  next units with it; the others leave the convoy and read every unit they still need
+  themselves, each on its own thread, in one statement (their ordinary parallel
+  statement, only their own columns). So a lone full scan costs two statements and a
+  merge, and a query that left is not joined by later ones (those share with each
+  other).
 
 "Enough": the bytes per row the queries would read separately are at least
 ``min_overlap`` times those of the union. Parquet is columnar, so separate reads
@@ -440,22 +440,27 @@ class SharedScans:
                             continue
                     unit, riders = self._next_unit(convoy)
                     convoy.position = unit.index
-                offer = self._offer(convoy, unit, riders)
-                if offer is None:
+                handed = self._offers(convoy, unit, riders)
+                if handed is None:
                     continue  # interrupted: try again
                 with self._cond:
-                    riders = [m for m in riders if not m.gone]
-                    for m in riders:
-                        m.offer = offer
-                    self._count(offer, riders)
+                    served: list[_Member] = []
+                    for members, offer in handed:
+                        members = [m for m in members if not m.gone]
+                        for m in members:
+                            m.offer = offer
+                        self._count(offer, members)
+                        if offer.rest:  # they go on alone: no waiting for them
+                            convoy.members = [m for m in convoy.members if m not in members]
+                        else:
+                            served += members
                     self._cond.notify_all()
-                    if offer.rest:  # they go on alone: no waiting for them
-                        convoy.members = [m for m in convoy.members if m not in riders]
+                    if not served:
                         continue
-                    while any(m.offer is offer and not m.gone for m in riders):
+                    while any(m.offer is not None and not m.gone for m in served):
                         self._cond.wait()
                     convoy.position = (unit.index + 1) % len(convoy.units)
-                del offer  # the partials are the riders' now
+                del handed, offer  # the partials are the riders' now
         except BaseException as exc:  # noqa: BLE001 - a bug: fail the riders, never hang them
             with self._cond:
                 self._stop(convoy, exc)
@@ -508,16 +513,21 @@ class SharedScans:
         if offer.partials is None:
             self._stats["own_reads"] += n
 
-    def _offer(self, convoy: _Convoy, unit: Unit, riders: list[_Member]) -> _Offer | None:
-        """The unit for ``riders``: their partials from one shared pass if worth it, else
-        each goes on alone. When the shared pass fails, each reads this unit itself (and
-        meets its own error, if any: a bad query fails alone) and rides on. None: the
-        shared pass was interrupted."""
-        if len(riders) == 1 and not riders[0].tried_alone:
-            riders[0].tried_alone = True  # only this thread reads or writes it
-            return _Offer(unit)  # this unit alone; scans sent with it may board meanwhile
+    def _offers(self, convoy: _Convoy, unit: Unit,
+                riders: list[_Member]) -> list[tuple[list[_Member], _Offer]] | None:
+        """The unit for ``riders``, as (members, offer) pairs: their partials from one
+        shared pass if worth it. Else a rider that never read a unit alone reads this one
+        itself and rides on (queries sent with it may board meanwhile), the others go on
+        alone. When the shared pass fails, each reads this unit itself (and meets its own
+        error, if any: a bad query fails alone) and rides on. None: the shared pass was
+        interrupted."""
         if not self._worth_sharing(convoy.widths, riders):
-            return _Offer(unit, rest=True)
+            stay = [m for m in riders if not m.tried_alone]
+            for m in stay:
+                m.tried_alone = True  # only this thread reads or writes it
+            leave = [m for m in riders if m not in stay]
+            return [(group, offer) for group, offer in
+                    ((stay, _Offer(unit)), (leave, _Offer(unit, rest=True))) if group]
         try:
             partials = self._shared_pass(convoy, unit, riders)
         except duckdb.InterruptException:
@@ -525,10 +535,10 @@ class SharedScans:
         except Exception:  # noqa: BLE001 - each rider will meet its own error, if any
             with self._cond:
                 self._stats["shared_failures"] += 1
-            return _Offer(unit)
+            return [(riders, _Offer(unit))]
         with self._cond:
             self._stats["shared_reads"] += 1
-        return _Offer(unit, partials)
+        return [(riders, _Offer(unit, partials))]
 
     def _worth_sharing(self, width: dict[str, int], riders: list[_Member]) -> bool:
         """Two riders or more, reading separately at least ``min_overlap`` times the bytes
