@@ -181,7 +181,8 @@ def report(res: dict) -> str:
     L.append("- Versions: " + ", ".join(f"{k} {v}" for k, v in res["versions"].items()))
     L.append(f"- Local: `skyshard.open(catalog)` (one DuckDB, {m['cores']} threads). Dask: the "
              f"same `Database` with `DaskExecutor(catalog, workers={res['workers']})` as its "
-             f"executor: a LocalCluster of {res['workers']} processes x 1 thread, each worker's "
+             f"executor: a LocalCluster of {res['workers']} processes x "
+             f"{res.get('slots', 1)} task slot(s), each worker's "
              f"DuckDB {res['worker_threads']} thread(s), shared storage (local disk), one task per "
              "worker per query, merge on the client.")
     L.append(f"- Cluster start (LocalCluster + client + engines warmed on the workers): "
@@ -263,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     ex = DaskExecutor(catalog, workers=a.workers, engine=dask_db.engine)
     res["start_s"] = time.perf_counter() - t0
     res["worker_threads"] = ex.spec.threads
+    res["slots"] = ex._cluster.slots if ex._cluster is not None else 1
     dask_db.executor = ex
     try:
         load0 = os.getloadavg()

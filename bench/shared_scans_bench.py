@@ -457,8 +457,8 @@ def section(args, res: dict, catalog: Path, db, scans, storage: Storage, m: dict
         f"{res['load_before']}, after {res['load_after']}",
         "- Versions: " + ", ".join(f"{k} {x}" for k, x in v.items()),
         f"- A load average above the {m['cores']} cores means other processes shared them: "
-        "wall times are then inflated and noisy; the CPU columns (this process only) are "
-        "steadier.",
+        "wall times are then inflated and noisy; the CPU columns (this process"
+        + (" and the Dask workers" if dask else " only") + ") are steadier.",
         f"- {args.reps} repetitions, medians; 'together' = the 4 queries started at once on 4 "
         "threads (wall time to the last result; CPU = the process's CPU time, all DuckDB "
         "threads" + (", plus the Dask workers' CPU time" if dask else "") + ")"

@@ -55,6 +55,7 @@ def _limits() -> dict[str, Any]:
     integer = {"type": "integer", "minimum": 0}
     return _obj({"timeout_s": number, "max_rows": integer, "max_result_bytes": integer,
                  "max_concurrent": integer, "max_queued": integer,
+                 "max_scans": {**integer, "minimum": 1}, "shared_scans": {"type": "boolean"},
                  "memory_results_bytes": integer, "result_ttl_s": number,
                  "history": integer},
                 description="the [limits] of skyshard serve's configuration file")

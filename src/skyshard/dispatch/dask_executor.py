@@ -634,7 +634,7 @@ class LocalDaskCluster:
             raise UserError(f"workers and slots must be at least 1, not {workers} and {slots}")
         from distributed.system import MEMORY_LIMIT
 
-        self.workers = workers
+        self.workers, self.slots = workers, slots
         self.threads = max(1, (os.cpu_count() or 1) // workers)
         self.memory_limit = f"{max(256, int(MEMORY_LIMIT / workers / 2 / 2**20))}MB"
         self._own_replica_dir: str | None = None
