@@ -5,6 +5,7 @@ a worker killed during a shared scan changes nothing in the answers."""
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -132,3 +133,19 @@ def test_a_worker_killed_during_shared_scans_changes_no_answer(sky_root, sky_db,
         for got, sql in zip(out, sqls):
             check_same(got, sql, sky_db, alone)
         assert victim not in set(ex.client.run(os.getpid).values())
+
+
+def test_shared_scans_on_replicas(sky_root, sky_db, alone, tmp_path):
+    """Shared-nothing mode: each task rides its worker's convoy over its own copy (the
+    workers' engines may read nothing else)."""
+    root = tmp_path / "catalog"
+    shutil.copytree(sky_root, root)
+    sqls = OBJECT_QUERIES[:3] + SOURCE_QUERIES[:1]
+    with DaskExecutor(root, workers=2, placement="replicas", replica_dir=tmp_path / "copies",
+                      shared_scans=True, scan_options=OPTIONS) as ex:
+        threads, out = run_all(ex, sky_db, sqls)
+        finish(threads)
+        for got, sql in zip(out, sqls):
+            check_same(got, sql, sky_db, alone)
+        stats = totals(ex)
+    assert stats["queries"] >= len(sqls) and stats["shared_reads"] > 0

@@ -27,14 +27,15 @@ How a query runs
   in group order and ``plan.merge_sql()`` runs over them, registered as ``partials``, on
   this process's engine. A query whose partitions fit one group (one worker, or a cone
   in one partition) skips the merge: its worker runs ``plan.single_sql()``.
-- **Shared scans** (``shared_scans=True``, shared storage only). A full scan of a big
-  table (``scans.rides``) sends each worker the same group of partitions every time, as
-  a ``ScanRequest`` (``run_scan``): on the worker it rides the convoy of those
+- **Shared scans** (``shared_scans=True``). A full scan of a big table
+  (``scans.rides``) sends each worker the same group of partitions every time, as a
+  ``ScanRequest`` (``run_scan``): on the worker it rides the convoy of those
   partitions (``dispatch.scans``, one ``SharedScans`` per worker engine), so full scans
   running at once on the cluster read each unit once between them. A worker runs
   several tasks at once for that (``LocalDaskCluster``'s ``slots``; ``dask worker
   --nthreads`` for a cluster of one's own): with one task at a time, concurrent scans
-  would queue and never meet.
+  would queue and never meet. In shared-nothing mode the same holds for the groups the
+  placement gives each worker, read from its copy (``run_replica_scan``).
 - **Queries that cannot be split** (``plan.split is None``: sub-queries, window
   functions, joins across partitionings; ``plan.split_refusal`` says which) run
   ``plan.single_sql()`` as one task on one worker. The storage is shared, so that worker
@@ -414,6 +415,26 @@ def run_replica_batch(spec: ReplicaSpec, statements: tuple[str, ...], files: tup
     return run_batch(spec.engine_spec(home), local, max_rows, tag)
 
 
+def run_replica_scan(spec: ReplicaSpec, request: ScanRequest, orphans: str | None,
+                     files: tuple[str, ...], options: tuple[tuple[str, float], ...] = (),
+                     tag: str | None = None) -> pa.Table | QueryFailed | MissingFiles:
+    """``run_scan`` in shared-nothing mode: check that this worker's copy has ``files``,
+    then ride its shared scans of the copy (the request's files and the orphans
+    statement rewritten to the copy's directory)."""
+    from distributed import get_worker
+
+    worker = get_worker()
+    home = replicas.catalog_home(spec.catalog_id, worker)
+    missing = tuple(f for f in files if not os.path.isfile(os.path.join(home, f)))
+    if missing:
+        return MissingFiles(str(worker.name), missing)
+    parts = tuple(replace(p, file=os.path.join(home, os.path.relpath(p.file, spec.source_root)))
+                  for p in request.parts)
+    local = replace(request, parts=parts)
+    return run_scan(spec.engine_spec(home), local,
+                    rebase(orphans, spec.source_root, home) if orphans else None, options, tag)
+
+
 class ReplicaEngineWarmer(WorkerPlugin):
     """``EngineWarmer`` for shared-nothing mode: each worker's engine reads its own copy."""
 
@@ -523,16 +544,22 @@ def _worker_for(first: Partition | None, i: int, workers: Sequence[str]) -> str 
 class ReplicaBatch(Batch):
     """A ``Batch`` in shared-nothing mode: ``worker`` is a worker name, ``files`` what its
     statements read (relative to the catalog root), ``orphans`` whether they include the
-    child orphans (exactly one batch of a split query does)."""
+    child orphans (exactly one batch of a split query does). A full scan riding the
+    workers' shared scans has a ``request`` (and the ``orphan_sql`` statement, when it
+    reads the orphans) instead of statements (``run_replica_scan``)."""
 
     files: tuple[str, ...] = ()
     orphans: bool = False
+    request: ScanRequest | None = None
+    orphan_sql: str | None = None
 
 
 def replica_batches(plan: QueryPlan, placement: Placement, usable: Sequence[str], *,
-                    fragment_partitions: int | None = None) -> tuple[list[ReplicaBatch], bool]:
+                    fragment_partitions: int | None = None,
+                    scan: TableInfo | None = None) -> tuple[list[ReplicaBatch], bool]:
     """The tasks of ``plan`` on the ``usable`` workers (names) of a placement, and
-    whether they need the merge statement.
+    whether they need the merge statement. ``scan``: the table whose shared scans the
+    split tasks ride (``scans.rides``).
 
     A split query over several partitions runs on the workers that ``cover`` chooses
     (each partition on one of its holders, balanced by rows), one task each; one that
@@ -545,7 +572,8 @@ def replica_batches(plan: QueryPlan, placement: Placement, usable: Sequence[str]
     if splittable and (len(parts) > 1 or fragment_partitions is not None):
         groups = cover(parts, placement, usable)
         if groups and (len(groups) > 1 or fragment_partitions is not None):
-            return split_batches(plan, placement, groups, fragment_partitions), True
+            return split_batches(plan, placement, groups, fragment_partitions,
+                                 scan=scan), True
     single = plan.single_sql()
     files = _placed_files(single, plan, placement)
     units = {placement.unit_of(f) for f in files} | {SHARED}
@@ -563,7 +591,7 @@ def replica_batches(plan: QueryPlan, placement: Placement, usable: Sequence[str]
                             "repair`")
     if splittable:
         return split_batches(plan, placement, cover(parts, placement, usable),
-                             fragment_partitions), True
+                             fragment_partitions, scan=scan), True
     raise UnsupportedQueryError(
         f"this query cannot be split ({plan.split_refusal}) and no single worker holds all "
         f"{len(units) - 1} partitions it reads", construct="unsplittable query",
@@ -572,10 +600,13 @@ def replica_batches(plan: QueryPlan, placement: Placement, usable: Sequence[str]
 
 
 def split_batches(plan: QueryPlan, placement: Placement, groups: dict[str, list[Partition]],
-                  fragment_partitions: int | None, *, orphans: bool = True) -> list[ReplicaBatch]:
+                  fragment_partitions: int | None, *, orphans: bool = True,
+                  scan: TableInfo | None = None) -> list[ReplicaBatch]:
     """One task per worker of ``groups`` (worker name -> partitions): the parallel
     statement over its partitions (several of at most ``fragment_partitions`` each); the
-    first statement of the first task reads the orphans when ``orphans``."""
+    first statement of the first task reads the orphans when ``orphans``. With ``scan``
+    (and no ``fragment_partitions``), each task rides its worker's shared scans of
+    ``scan`` instead."""
     size = max(1, fragment_partitions) if fragment_partitions is not None else None
     out = []
     for i, (worker, group) in enumerate(groups.items()):
@@ -585,7 +616,15 @@ def split_batches(plan: QueryPlan, placement: Placement, groups: dict[str, list[
         statements = tuple(plan.parallel_sql(c, orphans=first and j == 0)
                            for j, c in enumerate(chunks or [[]]))
         files = sorted(set().union(*(_placed_files(s, plan, placement) for s in statements)))
-        out.append(ReplicaBatch(worker, tuple(pairs), statements, tuple(files), orphans=first))
+        if scan is not None and size is None:
+            request = scan_request(plan, scan, pairs)
+            orphan_sql = plan.parallel_sql([], orphans=True) if first and scan.orphan_rows \
+                else None
+            out.append(ReplicaBatch(worker, tuple(pairs), (), tuple(files), orphans=first,
+                                    request=request, orphan_sql=orphan_sql))
+        else:
+            out.append(ReplicaBatch(worker, tuple(pairs), statements, tuple(files),
+                                    orphans=first))
     return out
 
 
@@ -876,11 +915,19 @@ class DaskExecutor:
     # --- shared-nothing mode ---------------------------------------------------------------
 
     def _run_on_replicas(self, plan: QueryPlan, max_rows: int | None) -> pa.Table:
+        scan = self._rides(plan)
         try:
-            run = _ReplicaRun(self, plan, self._current_placement())
-            tables = run.gather(max_rows)
-        except StalePlacement:  # a new version was published: copy it out, then run
-            self._place_new_version()
+            try:
+                run = _ReplicaRun(self, plan, self._current_placement(), scan)
+                tables = run.gather(max_rows)
+            except StalePlacement:  # a new version was published: copy it out, then run
+                self._place_new_version()
+                run = _ReplicaRun(self, plan, self._current_placement(), scan)
+                tables = run.gather(max_rows)
+        except SqlError as exc:
+            if scan is None:
+                raise
+            log.warning("shared scan of %s failed (%s); running it as usual", scan.name, exc)
             run = _ReplicaRun(self, plan, self._current_placement())
             tables = run.gather(max_rows)
         if not run.merge:
@@ -959,8 +1006,9 @@ class _ReplicaRun:
 
     POLL_S = 0.1
 
-    def __init__(self, ex: DaskExecutor, plan: QueryPlan, placement: Placement) -> None:
-        self.ex, self.plan, self.placement = ex, plan, placement
+    def __init__(self, ex: DaskExecutor, plan: QueryPlan, placement: Placement,
+                 scan: TableInfo | None = None) -> None:
+        self.ex, self.plan, self.placement, self.scan = ex, plan, placement, scan
         assert ex.replica_spec is not None
         self.spec = replace(ex.replica_spec, source_root=str(plan.root))
         self.remote = ex.remote_query()
@@ -983,7 +1031,8 @@ class _ReplicaRun:
     def gather(self, max_rows: int | None) -> list[pa.Table]:
         batches, self.merge = self._plan(replica_batches, self.plan, self.placement,
                                          self.usable(),
-                                         fragment_partitions=self.ex.fragment_partitions)
+                                         fragment_partitions=self.ex.fragment_partitions,
+                                         scan=self.scan)
         results: list[tuple[int, pa.Table]] = []
         deadline = None if self.ex.timeout is None else time.monotonic() + self.ex.timeout
         try:
@@ -1034,12 +1083,12 @@ class _ReplicaRun:
         if b.partitions is None:  # the single statement: choose again from the start
             batches, self.merge = self._plan(
                 replica_batches, self.plan, self.placement, self.usable(),
-                fragment_partitions=self.ex.fragment_partitions)
+                fragment_partitions=self.ex.fragment_partitions, scan=self.scan)
             return batches
         groups = self._plan(cover, [self.by_key[k] for k in b.partitions], self.placement,
                             self.usable())
         return split_batches(self.plan, self.placement, groups, self.ex.fragment_partitions,
-                             orphans=b.orphans)
+                             orphans=b.orphans, scan=self.scan)
 
     def _plan(self, fn, *args, **kwargs):
         """``fn(...)``, its missing-partition error saying which workers this query lost."""
@@ -1057,8 +1106,12 @@ class _ReplicaRun:
         address = self.alive.get(b.worker)
         if address is None:  # cannot happen: batches are planned on live workers
             raise ExternalError(f"worker {b.worker} is not in the cluster")
-        fut = self.ex.client.submit(run_replica_batch, self.spec, b.statements, b.files,
-                                    max_rows, self.tag, key=f"skyshard-{self.tag}-{self.seq}",
+        if b.request is not None:
+            task: tuple = (run_replica_scan, self.spec, b.request, b.orphan_sql, b.files,
+                           self.ex.scan_options, self.tag)
+        else:
+            task = (run_replica_batch, self.spec, b.statements, b.files, max_rows, self.tag)
+        fut = self.ex.client.submit(*task, key=f"skyshard-{self.tag}-{self.seq}",
                                     pure=False, workers=[address], allow_other_workers=False,
                                     retries=self.ex.retries)
         self.running[fut] = (self.seq, b, address)
@@ -1117,5 +1170,6 @@ def _describe(exc: BaseException) -> str:
 
 __all__ = ["SLOTS", "Batch", "DaskExecutor", "EngineSpec", "LocalDaskCluster", "MissingFiles",
            "ReplicaBatch", "ReplicaSpec", "ScanBatch", "balanced_groups", "plan_batches",
-           "replica_batches", "run_batch", "run_replica_batch", "run_scan", "scan_batches",
+           "replica_batches", "run_batch", "run_replica_batch", "run_replica_scan", "run_scan",
+           "scan_batches",
            "split_batches", "worker_engine", "worker_scan_stats", "worker_scans"]
