@@ -42,7 +42,8 @@ class Database:
     ``shared_scans=True`` lets concurrent full scans of a big table share their reads
     (``dispatch.scans``), in this process or on the Dask workers; off by default: it pays
     when the scans read mostly the same columns, and costs a lone scan a little
-    (``bench/shared_scans_bench.py``). ``workers=N`` runs queries on a new local Dask
+    (``bench/shared_scans_bench.py``); not with ``fragment_partitions``. ``workers=N``
+    runs queries on a new local Dask
     cluster of N processes,
     ``scheduler="tcp://host:8786"`` on an existing Dask cluster (shared storage: every
     worker reads the catalog at the same path); ``close()`` releases it. With

@@ -142,17 +142,31 @@ def test_every_variable_a_command_uses_is_defined():
 def test_serve_config_is_accepted_by_skyshard_serve(tmp_path):
     from skyshard.service import config
 
-    spec = pvc_spec(database="lsst", limits={"timeout_s": 60, "max_rows": 10})
+    spec = pvc_spec(database="lsst", limits={"timeout_s": 60, "max_rows": 10,
+                                             "shared_scans": True, "max_scans": 4})
     path = tmp_path / CONFIG_FILE
     path.write_text(by_name(render(spec))["ConfigMap/sky-config"]["data"][CONFIG_FILE])
     cfg = config.load(path, users=["alice:secret"])
     assert (str(cfg.catalog), cfg.host, cfg.mysql_port, cfg.http_port) == \
         ("/data/catalog", "0.0.0.0", 4040, 8080)
     assert cfg.database == "lsst" and cfg.limits.timeout_s == 60.0 and cfg.limits.max_rows == 10
+    assert cfg.limits.shared_scans is True and cfg.limits.max_scans == 4
     assert not cfg.credentials.allow_anonymous
     # scans go to the Dask workers, which read the same catalog volume
     assert (cfg.cluster.scheduler, cfg.cluster.placement, cfg.cluster.local_interactive) == \
         ("tcp://sky-scheduler:8786", "shared", True)
+
+
+@pytest.mark.parametrize("limits, message", [
+    ({"shared_scans": "yes"}, "limits.shared_scans: 'yes' is not true or false"),
+    ({"max_rows": True}, "limits.max_rows: True is not a non-negative number"),
+    ({"max_rowz": 1}, "limits.max_rowz: unknown"),
+])
+def test_bad_limits_are_refused(limits, message):
+    from skyshard.deploy.spec import SpecError
+
+    with pytest.raises(SpecError, match=re.escape(message)):
+        pvc_spec(limits=limits)
 
 
 def test_command_lines_are_accepted_by_their_programs(tmp_path):

@@ -25,7 +25,8 @@ from test_shared_scans import (  # noqa: E402
 
 from skyshard.dispatch.dask_executor import DaskExecutor, scan_batches  # noqa: E402
 from skyshard.dispatch.local import LocalExecutor  # noqa: E402
-from skyshard.dispatch.scans import rides  # noqa: E402
+from skyshard.dispatch.scans import SharedScans, rides  # noqa: E402
+from skyshard.errors import UserError  # noqa: E402
 
 #: Units of 1000 rows (the test sky's Object has 6000), any table size, every unit two
 #: queries need read once for them, and a wait long enough for queries sent together
@@ -81,7 +82,11 @@ def test_concurrent_full_scans_share_reads_on_the_workers(sky_db, alone, scan_ex
     assert delta["queries"] == 2 * len(sqls)  # one task per worker per query
     assert delta["shared_reads"] > 0
     # Every unit of every query's group was handed to it once.
-    assert delta["served"] >= delta["shared_reads"] * 2
+    plan = sky_db.plan(sqls[0])
+    cutter = SharedScans(None, **OPTIONS)
+    units = sum(len(cutter.units(b.request))
+                for b in scan_batches(plan, rides(plan, 0), scan_ex.workers()))
+    assert delta["served"] == len(sqls) * units
 
 
 def test_a_lone_full_scan_reads_its_own_files(sky_db, alone, scan_ex):
@@ -101,17 +106,18 @@ def test_off_by_default(sky_root, sky_db, alone):
 
 
 def _slow_scans(marks: str, seconds: float) -> None:
-    """On a worker: every scan task notes that it started, then sleeps first."""
-    import skyshard.dispatch.dask_executor as mod
+    """On a worker: every shared pass of a convoy notes that it started, then sleeps
+    first (so that a worker can be killed in the middle of a convoy)."""
+    from skyshard.dispatch.scans import SharedScans
 
-    original = mod.run_scan
+    original = SharedScans._shared_pass
 
     def slow(*args, **kwargs):
         Path(marks, f"started-{os.getpid()}-{time.monotonic_ns()}").touch()
         time.sleep(seconds)
         return original(*args, **kwargs)
 
-    mod.run_scan = slow
+    SharedScans._shared_pass = slow
 
 
 class SlowScans(WorkerPlugin):
@@ -124,6 +130,8 @@ class SlowScans(WorkerPlugin):
 
 def test_a_worker_killed_during_shared_scans_changes_no_answer(sky_root, sky_db, alone,
                                                               tmp_path):
+    """Killed inside a shared pass: the scan tasks of that worker run again elsewhere
+    (riding the survivor's convoy, which may be mid-scan), and every answer is whole."""
     sqls = OBJECT_QUERIES[:3]
     with DaskExecutor(sky_root, workers=2, shared_scans=True, scan_options=OPTIONS) as ex:
         ex.client.register_plugin(SlowScans(str(tmp_path), 1.0))
@@ -149,3 +157,12 @@ def test_shared_scans_on_replicas(sky_root, sky_db, alone, tmp_path):
             check_same(got, sql, sky_db, alone)
         stats = totals(ex)
     assert stats["queries"] >= len(sqls) and stats["shared_reads"] > 0
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"unit_rowz": 1000}, "unexpected keyword argument 'unit_rowz'"),
+    ({"unit_rows": 0}, "unit_rows must be >= 1"),
+])
+def test_bad_scan_options_are_refused_before_anything_starts(sky_root, options, message):
+    with pytest.raises(UserError, match=message):
+        DaskExecutor(sky_root, workers=1, shared_scans=True, scan_options=options)

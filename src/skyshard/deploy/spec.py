@@ -268,14 +268,19 @@ def _resources(doc: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     return {c: doc.get(c) or DEFAULT_RESOURCES[c] for c in COMPONENTS}
 
 
-def _limits(doc: Mapping[str, Any]) -> dict[str, float | int]:
+def _limits(doc: Mapping[str, Any]) -> dict[str, float | int | bool]:
     from skyshard.service.config import Limits
 
     kinds = {f.name: type(getattr(Limits(), f.name)) for f in fields(Limits)}
-    out: dict[str, float | int] = {}
+    out: dict[str, float | int | bool] = {}
     for key, value in doc.items():
         if key not in kinds:
             raise SpecError(f"limits.{key}: unknown (known: {', '.join(sorted(kinds))})")
+        if kinds[key] is bool:
+            if not isinstance(value, bool):
+                raise SpecError(f"limits.{key}: {value!r} is not true or false")
+            out[key] = value
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise SpecError(f"limits.{key}: {value!r} is not a non-negative number")
         out[key] = kinds[key](value)

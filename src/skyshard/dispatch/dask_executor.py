@@ -308,8 +308,11 @@ def run_scan(spec: EngineSpec, request: ScanRequest, orphans: str | None,
     partitions of ``request``, read in this worker's convoy of them with the other full
     scans of those partitions running here (``dispatch.scans``), and over the orphans
     (the ``orphans`` statement) when this group has them."""
-    scans = worker_scans(spec, options)
     try:
+        with _RUNNING_LOCK:
+            if tag and tag in _INTERRUPTED:
+                raise QueryCancelled("the query was interrupted")
+        scans = worker_scans(spec, options)
         with _TaggedEngine(worker_engine(spec), tag) as engine:
             tables = [engine.query(orphans)] if orphans else []
             tables += scans.partials(request, engine)
@@ -716,7 +719,7 @@ class LocalDaskCluster:
 
 class DaskExecutor:
     """Runs queries on a Dask cluster: a new ``LocalCluster`` of ``workers`` processes
-    (one thread each), or the cluster whose scheduler is at ``scheduler``.
+    (``LocalDaskCluster``), or the cluster whose scheduler is at ``scheduler``.
 
     ``data_dirs`` are the directories the workers' engines may read (default: the catalog
     root); ``engine`` runs the merges here (default: a new one). ``threads`` and
@@ -734,6 +737,11 @@ class DaskExecutor:
 
     ``scheduler`` may also be a ``LocalDaskCluster``, for several executors on one local
     cluster: its address, and its share of cores and memory for each worker's DuckDB.
+
+    ``shared_scans=True``: full scans of a big table ride the workers' shared scans (see
+    the module docstring); ``scan_options`` are ``SharedScans`` keyword arguments
+    (``unit_rows``, ``min_overlap``, ``min_rows``, ``gather_s``, ...). Not with
+    ``fragment_partitions`` (then every query runs its statements as usual).
     """
 
     def __init__(self, catalog_root: str | os.PathLike, *, workers: int | None = None,
@@ -769,7 +777,7 @@ class DaskExecutor:
                                 else Path(d).resolve()) for d in (data_dirs or [self.root])))
         self.fragment_partitions = fragment_partitions
         self.shared_scans = shared_scans
-        self.scan_options = tuple(sorted((scan_options or {}).items()))
+        self.scan_options = _scan_options(scan_options)
         self.retries = retries
         self.timeout = timeout
         self.connect_timeout = connect_timeout
@@ -900,10 +908,12 @@ class DaskExecutor:
         finally:
             if len(results) < len(futures):
                 self._cancel(futures)
+                remote.interrupt()  # a task already running stops too (a convoy rider)
         return [results[i] for i in range(len(batches))]
 
     def scan_stats(self) -> dict[str, dict[str, int]]:
-        """Worker address -> the counters of its shared scans (``SharedScans.stats``)."""
+        """Worker address -> the counters of its shared scans (``SharedScans.stats``;
+        those of every executor using the cluster)."""
         return self.client.run(worker_scan_stats)
 
     def _task(self, b: Batch, max_rows: int | None, tag: str) -> tuple:
@@ -1118,6 +1128,17 @@ class _ReplicaRun:
         self.remote.futures.append(fut)
         self.finished.watch(fut)
         self.seq += 1
+
+
+def _scan_options(options: Mapping[str, float] | None) -> tuple[tuple[str, float], ...]:
+    """``SharedScans`` keyword arguments, checked here (a bad one would fail every
+    worker's task), as a hashable tuple."""
+    out = tuple(sorted((options or {}).items()))
+    try:
+        SharedScans(None, **dict(out)).close()  # type: ignore[arg-type] - runs nothing
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"scan_options: {exc}") from exc
+    return out
 
 
 def _check_placement_options(placement: str, replication: int | None,

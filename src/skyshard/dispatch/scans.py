@@ -59,6 +59,9 @@ table meet in the same convoys).
 >>> scans = SharedScans(engine)                                 # doctest: +SKIP
 >>> info = scans.rides(plan)  # None: run it as usual           # doctest: +SKIP
 >>> partials = scans.partials(scan_request(plan, info), engine)  # doctest: +SKIP
+
+The caller adds the parallel statement's result over the table's orphans (if any), then
+runs the merge statement over all of them.
 """
 
 from __future__ import annotations
@@ -186,11 +189,10 @@ def scan_request(plan: QueryPlan, info: TableInfo,
                  partitions: Sequence[tuple[int, int]] | None = None) -> ScanRequest:
     """The request of ``plan``, a full scan of ``info`` (``full_scan_table``), for
     ``partitions`` (default: all; orphans are never part of it)."""
-    files = plan.partition_files(info)
-    wanted = set(files) if partitions is None else set(partitions)
+    files = plan.partition_files(info, None if partitions is None else set(partitions))
     parts = tuple(ScanPart(p.order, p.pixel, p.rows, files[(p.order, p.pixel)])
                   for p in sorted(info.partitions, key=lambda p: p.range29[0])
-                  if (p.order, p.pixel) in wanted)
+                  if (p.order, p.pixel) in files)
     widths = tuple((name, _width(t)) for name, t in info.columns)
     return ScanRequest(info.name, parts, needed_columns(plan, info), widths,
                        plan.parallel_sql_over(SCANNED))
@@ -259,9 +261,9 @@ class _Member:
 @dataclass(eq=False)
 class _Convoy:
     """The scan of some partitions of one table (one version of it: the key is their
-    files) and the queries riding it."""
+    files and the table's columns) and the queries riding it."""
 
-    key: tuple[str, tuple[str, ...]]
+    key: tuple[str, tuple[str, ...], tuple[tuple[str, int], ...]]
     table: str
     widths: dict[str, int]
     units: list[Unit]
@@ -361,7 +363,7 @@ class SharedScans:
                     try:
                         if offer.partials is not None:
                             out.append(offer.partials[member])
-                        else:  # the shared pass failed: this unit alone
+                        else:  # read alone: waiting for company, or the shared pass failed
                             out.append(engine.query(request.own_sql(offer.unit.parts)))
                     finally:
                         self._done_with(member, offer)
@@ -374,7 +376,7 @@ class SharedScans:
     # --- the query's side -----------------------------------------------------------
 
     def _join(self, request: ScanRequest) -> tuple[_Convoy, _Member]:
-        key = (request.table, tuple(p.file for p in request.parts))
+        key = (request.table, tuple(p.file for p in request.parts), request.widths)
         with self._cond:
             convoy = self._convoys.get(key)
             if convoy is None:
@@ -456,6 +458,7 @@ class SharedScans:
                             served += members
                     self._cond.notify_all()
                     if not served:
+                        del handed, offer
                         continue
                     while any(m.offer is not None and not m.gone for m in served):
                         self._cond.wait()

@@ -167,7 +167,7 @@ class QueryPlan:
         if info.kind is TableKind.REPLICATED:
             return _scan([str(self._abs(info.path))], hidden=False)
         base = self._abs(info.path)
-        files = [f for pair, f in self.partition_files(info).items() if pair in wanted]
+        files = list(self.partition_files(info, wanted).values())
         if margin and info.margin_path:
             mbase = self._abs(info.margin_path)
             files += [layout.partition_path(str(mbase / layout.DATASET), p.order, p.pixel)
@@ -178,12 +178,13 @@ class QueryPlan:
             files = [str(base / layout.DATASET / "_common_metadata")]
         return _scan(files, hidden=True, extra=extra or {}, where=where)
 
-    def partition_files(self, info: TableInfo) -> dict[tuple[int, int], str]:
-        """The data file of each partition of ``info`` (order, pixel), in the table's
-        order, as the statements name them."""
+    def partition_files(self, info: TableInfo, wanted: set[tuple[int, int]] | None = None
+                        ) -> dict[tuple[int, int], str]:
+        """The data file of each partition of ``info`` (order, pixel), or of the
+        ``wanted`` ones, in the table's order, as the statements name them."""
         dataset = str(self._abs(info.path) / layout.DATASET)
         return {(p.order, p.pixel): layout.partition_path(dataset, p.order, p.pixel)
-                for p in info.partitions}
+                for p in info.partitions if wanted is None or (p.order, p.pixel) in wanted}
 
     def _abs(self, path: str) -> Path:
         p = Path(path)
