@@ -74,7 +74,7 @@ def cluster_server(served_catalog, tmp_path_factory):
     logger.setLevel(logging.INFO)
     try:
         srv = start_server(served_catalog, tmp_path_factory.mktemp("cluster-results"),
-                           cluster={"workers": 2})
+                           cluster={"workers": 2}, limits={"shared_scans": True})
     finally:
         logger.removeHandler(records)
         logger.setLevel(level)
@@ -132,6 +132,11 @@ def test_startup_logs_the_cluster_and_where_queries_run(cluster_server):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice: Linux")
+def test_shared_scans_are_on_for_the_scans_only(cluster_server):
+    assert cluster_server.service.scan_db.executor.wrapped.shared_scans is True
+    assert cluster_server.service.db.executor.wrapped.scans is None  # in process, never
+
+
 def test_workers_that_only_scan_run_at_the_scan_priority(cluster_server):
     client = cluster_server.service.scan_db.executor.client
     pids = client.run(os.getpid).values()
