@@ -79,3 +79,12 @@ def test_bad_files(tmp_path, text, message):
 def test_bad_command_line_values(tmp_path):
     with pytest.raises(ConfigError, match="NAME:PASSWORD"):
         config.load(None, catalog=tmp_path, users=["alice"])
+
+
+def test_shared_scans_let_more_scans_run_at_once(tmp_path):
+    def limits(**given):
+        return config.load(None, catalog=tmp_path, allow_anonymous=True, limits=given).limits
+
+    assert limits().max_scans == 2 and not limits().shared_scans
+    assert limits(shared_scans=True).max_scans == config.SHARED_MAX_SCANS
+    assert limits(shared_scans=True, max_scans=3).max_scans == 3

@@ -23,6 +23,7 @@ A TOML file (all keys optional; command-line options override it)::
     max_result_bytes = 536870912 # Arrow bytes of one result
     max_concurrent = 4           # interactive queries executing at once; the others are QUEUED
     max_scans = 2                # full scans executing at once, on threads of their own
+                                 # (8 with shared_scans: riders of a shared pass wait idle)
     interactive_partitions = 10  # a query reading more partitions is a full scan
     scan_nice = 19               # how much lower the scans' CPU priority is (0: same; Linux)
     scan_threads = 3             # DuckDB threads of the scans (default: the CPUs but one; 0: all)
@@ -61,6 +62,10 @@ from skyshard.storage.remote import is_url
 ANONYMOUS = "anonymous"
 
 
+#: ``Limits.max_scans`` when shared scans are on and it is not given.
+SHARED_MAX_SCANS = 8
+
+
 @dataclass(frozen=True)
 class Limits:
     """What one query, and the server as a whole, may use."""
@@ -81,7 +86,9 @@ class Limits:
     #: CPU's caches and memory bus, and share none of their threads' time with it.
     scan_threads: int = field(default_factory=lambda: max(1, cpus() - 1))
     #: Full scans of a big table running at once (at most ``max_scans``) share their
-    #: reads (``dispatch.scans``), in this process or on the Dask workers.
+    #: reads (``dispatch.scans``), in this process or on the Dask workers. Then
+    #: ``max_scans`` defaults to ``SHARED_MAX_SCANS``: a scan riding a shared pass waits
+    #: without using the CPU, and scans queued behind the lane could not board it.
     shared_scans: bool = False
     #: The director tables' files are kept mapped in memory (``storage.resident``), up to
     #: this share of the machine's (or container's) memory; 0 turns it off.
@@ -241,6 +248,8 @@ def load(path: str | Path | None = None, *, catalog: str | Path | None = None,
                                             for k, v in lim.items()})
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"[limits]: {exc}") from exc
+    if limit_values.shared_scans and "max_scans" not in lim:
+        limit_values = replace(limit_values, max_scans=SHARED_MAX_SCANS)
     _check_limits(limit_values)
     cluster_values = _cluster(data.get("cluster", {}), cluster or {})
     root = catalog if catalog is not None else data.get("catalog")
