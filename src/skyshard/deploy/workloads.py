@@ -138,14 +138,20 @@ def scheduler_service(spec: SkyShardSpec) -> dict[str, Any]:
     return _service(spec, spec.names.scheduler, "scheduler", [("dask", SCHEDULER_PORT)])
 
 
+#: Tasks a worker runs at once, at least (as a local cluster's ``SLOTS``): queries sent
+#: together meet in its shared scans, and a cone does not wait behind a scan. DuckDB's
+#: own threads, not Dask's, use the cores.
+MIN_WORKER_TASKS = 4
+
+
 def worker_threads(spec: SkyShardSpec) -> int:
     """Dask threads per worker (queries run at once on it): its CPU limit, else request,
-    rounded down, at least 1."""
+    rounded down, and at least ``MIN_WORKER_TASKS``."""
     res = spec.resources["workers"]
     cpu = (res.get("limits") or {}).get("cpu") or (res.get("requests") or {}).get("cpu") or 1
     text = str(cpu)
     cores = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
-    return max(1, math.floor(cores))
+    return max(MIN_WORKER_TASKS, math.floor(cores))
 
 
 def worker_statefulset(spec: SkyShardSpec) -> dict[str, Any]:
