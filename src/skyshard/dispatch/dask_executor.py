@@ -152,7 +152,14 @@ from skyshard.dispatch.placement import (
     unit_key,
     unit_partition,
 )
-from skyshard.dispatch.scans import ScanRequest, SharedScans, rides, scan_request
+from skyshard.dispatch.scans import (
+    DEFAULT_MIN_ROWS,
+    ScanRequest,
+    SharedScans,
+    orphan_sql,
+    rides,
+    scan_request,
+)
 from skyshard.engine.duck import Engine
 from skyshard.errors import (
     ExternalError,
@@ -223,6 +230,12 @@ class _TaggedEngine:
     def __init__(self, engine: Engine, tag: str | None) -> None:
         self._engine, self._tag = engine, tag or ""
         self._mine: list[Any] = []
+
+    def check(self) -> None:
+        """``QueryCancelled`` if the query was interrupted."""
+        with _RUNNING_LOCK:
+            if self._tag and self._tag in _INTERRUPTED:
+                raise QueryCancelled("the query was interrupted")
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         cur = self._engine.cursor()
@@ -309,11 +322,9 @@ def run_scan(spec: EngineSpec, request: ScanRequest, orphans: str | None,
     scans of those partitions running here (``dispatch.scans``), and over the orphans
     (the ``orphans`` statement) when this group has them."""
     try:
-        with _RUNNING_LOCK:
-            if tag and tag in _INTERRUPTED:
-                raise QueryCancelled("the query was interrupted")
-        scans = worker_scans(spec, options)
         with _TaggedEngine(worker_engine(spec), tag) as engine:
+            engine.check()  # an interrupted query's task that starts late
+            scans = worker_scans(spec, options)
             tables = [engine.query(orphans)] if orphans else []
             tables += scans.partials(request, engine)
     except duckdb.InterruptException:
@@ -407,15 +418,21 @@ def run_replica_batch(spec: ReplicaSpec, statements: tuple[str, ...], files: tup
     """The task in shared-nothing mode: check that this worker's copy has ``files``, then
     run ``statements`` on it, the catalog root rewritten to the copy's directory (the
     engine may read only that directory)."""
+    home = _copy_with(spec, files)
+    if isinstance(home, MissingFiles):
+        return home
+    local = tuple(rebase(s, spec.source_root, home) for s in statements)
+    return run_batch(spec.engine_spec(home), local, max_rows, tag)
+
+
+def _copy_with(spec: ReplicaSpec, files: tuple[str, ...]) -> Path | MissingFiles:
+    """This worker's copy of the catalog, if it has every one of ``files``."""
     from distributed import get_worker
 
     worker = get_worker()
     home = replicas.catalog_home(spec.catalog_id, worker)
     missing = tuple(f for f in files if not os.path.isfile(os.path.join(home, f)))
-    if missing:
-        return MissingFiles(str(worker.name), missing)
-    local = tuple(rebase(s, spec.source_root, home) for s in statements)
-    return run_batch(spec.engine_spec(home), local, max_rows, tag)
+    return MissingFiles(str(worker.name), missing) if missing else home
 
 
 def run_replica_scan(spec: ReplicaSpec, request: ScanRequest, orphans: str | None,
@@ -424,13 +441,9 @@ def run_replica_scan(spec: ReplicaSpec, request: ScanRequest, orphans: str | Non
     """``run_scan`` in shared-nothing mode: check that this worker's copy has ``files``,
     then ride its shared scans of the copy (the request's files and the orphans
     statement rewritten to the copy's directory)."""
-    from distributed import get_worker
-
-    worker = get_worker()
-    home = replicas.catalog_home(spec.catalog_id, worker)
-    missing = tuple(f for f in files if not os.path.isfile(os.path.join(home, f)))
-    if missing:
-        return MissingFiles(str(worker.name), missing)
+    home = _copy_with(spec, files)
+    if isinstance(home, MissingFiles):
+        return home
     parts = tuple(replace(p, file=os.path.join(home, os.path.relpath(p.file, spec.source_root)))
                   for p in request.parts)
     local = replace(request, parts=parts)
@@ -530,7 +543,7 @@ def scan_batches(plan: QueryPlan, info: TableInfo, workers: Sequence[str]) -> li
     out = []
     for i, group in enumerate(balanced_groups(parts, max(1, len(workers)))):
         pairs = tuple((p.order, p.pixel) for p in group)
-        orphans = plan.parallel_sql([], orphans=True) if i == 0 and info.orphan_rows else None
+        orphans = orphan_sql(plan, info) if i == 0 else None
         out.append(ScanBatch(_worker_for(parts[0], i, workers), pairs, (),
                              scan_request(plan, info, pairs), orphans))
     return out
@@ -621,10 +634,9 @@ def split_batches(plan: QueryPlan, placement: Placement, groups: dict[str, list[
         files = sorted(set().union(*(_placed_files(s, plan, placement) for s in statements)))
         if scan is not None and size is None:
             request = scan_request(plan, scan, pairs)
-            orphan_sql = plan.parallel_sql([], orphans=True) if first and scan.orphan_rows \
-                else None
             out.append(ReplicaBatch(worker, tuple(pairs), (), tuple(files), orphans=first,
-                                    request=request, orphan_sql=orphan_sql))
+                                    request=request,
+                                    orphan_sql=orphan_sql(plan, scan) if first else None))
         else:
             out.append(ReplicaBatch(worker, tuple(pairs), statements, tuple(files),
                                     orphans=first))
@@ -847,7 +859,7 @@ class DaskExecutor:
         or None."""
         if not self.shared_scans or self.fragment_partitions is not None:
             return None
-        return rides(plan, **{k: v for k, v in self.scan_options if k == "min_rows"})
+        return rides(plan, int(dict(self.scan_options).get("min_rows", DEFAULT_MIN_ROWS)))
 
     def _merged(self, plan: QueryPlan, partials: list[pa.Table],
                 max_rows: int | None) -> pa.Table:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from skyshard.dispatch.scans import SharedScans, scan_request
+from skyshard.dispatch.scans import SharedScans, orphan_sql, scan_request
 from skyshard.engine.duck import Engine
 from skyshard.errors import SqlError
 from skyshard.sql.plan import QueryPlan
@@ -45,8 +45,8 @@ class LocalExecutor:
             info = self.scans.rides(plan) if self.shared_scans and self.scans else None
             if info is not None:
                 try:
-                    partials = [self.engine.query(plan.parallel_sql([], orphans=True))
-                                ] if info.orphan_rows else []
+                    orphans = orphan_sql(plan, info)
+                    partials = [self.engine.query(orphans)] if orphans else []
                     partials += self.scans.partials(scan_request(plan, info), self.engine)
                     return self._merge(plan, partials, max_rows)
                 except SqlError as exc:

@@ -198,6 +198,12 @@ def scan_request(plan: QueryPlan, info: TableInfo,
                        plan.parallel_sql_over(SCANNED))
 
 
+def orphan_sql(plan: QueryPlan, info: TableInfo) -> str | None:
+    """The parallel statement of ``plan`` over the orphans of ``info`` (child rows whose
+    director row is missing, never part of a shared scan), or None when it has none."""
+    return plan.parallel_sql([], orphans=True) if info.orphan_rows else None
+
+
 @dataclass(frozen=True)
 class Unit:
     """Consecutive partitions a convoy reads at once."""
@@ -640,4 +646,4 @@ class _Sentinel:
 
 
 __all__ = ["SCANNED", "ScanPart", "ScanRequest", "SharedScans", "Unit", "full_scan_table",
-           "needed_columns", "rides", "scan_request", "units_of"]
+           "needed_columns", "orphan_sql", "rides", "scan_request", "units_of"]
